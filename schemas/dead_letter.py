@@ -1,0 +1,30 @@
+"""Dead letters: what a stage could not process, with the reason, on ``<topic>.dlq``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import Message, utc_now
+
+ErrorKind = Literal["permanent", "transient_exhausted"]
+
+
+class DeadLetter(Message):
+    schema_version: Literal[1] = 1
+    stage: str
+    reason: str = Field(description="stable machine-readable code, e.g. corrupt_media")
+    kind: ErrorKind
+    error_class: str
+    message: str
+    attempts: int = Field(ge=1)
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    payload: bytes = Field(description="the original record value (base64 in JSON)")
+    object_id: str | None = None
+    segment_id: str | None = None
+    failed_at: datetime = Field(default_factory=utc_now)

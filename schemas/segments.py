@@ -1,0 +1,34 @@
+"""Segment batches: one message carries one segment's sampled frames inline as JPEG."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import Message, utc_now
+
+SegmentReason = Literal["cut", "window", "end"]
+
+
+class Frame(Message):
+    index: int = Field(ge=0, description="position within the segment")
+    pts_s: float = Field(description="presentation time in seconds from the start of the media")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    jpeg: bytes = Field(description="JPEG bytes (base64 in JSON)")
+
+
+class SegmentBatch(Message):
+    schema_version: Literal[1] = 1
+    object_id: str
+    segment_id: str
+    segment_index: int = Field(ge=0)
+    source_uri: str
+    media_kind: Literal["image", "video"]
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    reason: SegmentReason
+    frames: list[Frame] = Field(min_length=1)
+    decoded_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,186 @@
+"""End to end: real broker, Redis, S3 and vLLM engines on CPU; media in, captions and
+embeddings out; duplicates do no new work; a corrupt file fails alone with a DLQ reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from schemas.captions import Caption
+from schemas.dead_letter import DeadLetter
+from schemas.embeddings import Embedding
+from schemas.progress import ObjectState
+from schemas.segments import SegmentBatch
+from tests.media_factory import make_corrupt_file, make_image, make_montage_video, make_short_clip, photos
+from workers.cli.submit import Submitted, submit, wait_for
+from workers.localstack import StackEndpoints
+from workers.offline_profile import offline_env
+from workers.settings import DecodeSettings, S3Settings
+from workers.state import ProgressStore, RedisKeys, ResultStore
+
+pytestmark = pytest.mark.e2e
+
+MINILM_DIM = 384
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> dict[str, Path]:
+    paths = {
+        "montage": tmp_path / "montage.mp4",
+        "still": tmp_path / "cat photo.jpg",  # a space: keys are URL-encoded in S3 events
+        "clip": tmp_path / "clip.mp4",
+        "corrupt": tmp_path / "broken.mp4",
+    }
+    make_montage_video(paths["montage"], photos(3), seconds_each=2.0)
+    make_image(paths["still"], "JPEG")
+    make_short_clip(paths["clip"], seconds=1.5)
+    make_corrupt_file(paths["corrupt"])
+    return paths
+
+
+@pytest.fixture
+def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """All three stages in one real worker process (`capstream run`), offline CPU models."""
+    log_path = tmp_path / "workers.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli.main", "run"],
+            env={**os.environ, **offline_env(), "CAPSTREAM_LOG_LEVEL": "INFO"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        sys.stderr.write(log_path.read_text()[-4000:])
+
+
+async def _records(settings: S3Settings, topic: str) -> list[tuple[str, bytes]]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        out: list[tuple[str, bytes]] = []
+        while batch := await consumer.getmany(timeout_ms=1500):
+            out += [((r.key or b"").decode(), r.value) for recs in batch.values() for r in recs]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _committed_events(settings: S3Settings) -> int:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=DecodeSettings().decode_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return sum(
+            [
+                await consumer.committed(TopicPartition(settings.topic_objects, p)) or 0
+                for p in range(settings.topic_partitions)
+            ]
+        )
+    finally:
+        await consumer.stop()
+
+
+async def test_pipeline_end_to_end(media: dict[str, Path], workers: subprocess.Popen[bytes]) -> None:
+    settings = S3Settings()
+    offline = offline_env()
+    submitted = await submit(list(media.values()), settings)
+    by_name = {Path(s.name).stem: s for s in submitted}
+    names = {s.object_id: s.key for s in submitted}
+    states = await wait_for(list(names), names, settings, timeout_s=300, show=False)
+    assert workers.poll() is None, "worker process died"
+
+    redis = Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.key_prefix)
+    try:
+        for name in ("montage", "cat photo", "clip"):
+            obj = by_name[name]
+            prog = states[obj.object_id]
+            assert prog is not None and prog.state is ObjectState.DONE, (name, prog)
+            rows = await ResultStore(redis, keys).get(obj.object_id)
+            assert prog.segments_total == len(rows) == prog.captioned == prog.embedded
+            assert [r.segment_index for r in rows] == list(range(len(rows)))
+            for row in rows:
+                assert row.caption_model == offline["CAPSTREAM_CAPTION_MODEL_NAME"]
+                assert row.model == offline["CAPSTREAM_EMBED_MODEL_NAME"] and row.dim == MINILM_DIM
+                assert abs(sum(v * v for v in row.vector) - 1.0) < 1e-3  # normalised embedding
+                assert row.end_s >= row.start_s
+        montage_rows = await ResultStore(redis, keys).get(by_name["montage"].object_id)
+        assert len(montage_rows) == 3, "three photographs -> three scenes"
+        assert montage_rows[-1].end_s == pytest.approx(6.0, abs=0.1)
+        still_rows = await ResultStore(redis, keys).get(by_name["cat photo"].object_id)
+        assert len(still_rows) == 1 and still_rows[0].start_s == still_rows[0].end_s == 0.0
+
+        broken = states[by_name["broken"].object_id]
+        assert broken is not None and broken.state is ObjectState.FAILED
+        assert broken.error and broken.error.startswith("corrupt_media")
+        letters = [DeadLetter.model_validate_json(v) for _, v in await _records(settings, "media.objects.dlq")]
+        mine = [d for d in letters if d.object_id == by_name["broken"].object_id]
+        assert len(mine) == 1 and mine[0].reason == "corrupt_media" and mine[0].stage == "decode"
+
+        # Every segment of every good object went through the caption engine and embedder.
+        good = {by_name[n].object_id for n in ("montage", "cat photo", "clip")}
+        expected = {r.segment_id for oid in good for r in await ResultStore(redis, keys).get(oid)}
+        segments = [SegmentBatch.model_validate_json(v) for _, v in await _records(settings, settings.topic_segments)]
+        captions = [Caption.model_validate_json(v) for _, v in await _records(settings, settings.topic_captions)]
+        embeddings = [Embedding.model_validate_json(v) for _, v in await _records(settings, settings.topic_embeddings)]
+        for records in (segments, captions, embeddings):
+            assert {r.segment_id for r in records if r.object_id in good} == expected
+        assert all(c.backend == "vllm" and c.frame_pts for c in captions if c.object_id in good)
+
+        await _duplicate_does_no_new_work(settings, by_name["montage"], redis, keys)
+    finally:
+        await redis.aclose()
+
+
+async def _duplicate_does_no_new_work(settings: S3Settings, obj: Submitted, redis: Redis, keys: RedisKeys) -> None:
+    before = await ProgressStore(redis, keys).get(obj.object_id)
+    segments_before = [k for k, _ in await _records(settings, settings.topic_segments) if k == obj.object_id]
+    events_before = await _committed_events(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_objects, json.dumps(obj.event).encode(), key=obj.key.encode())
+    finally:
+        await producer.stop()
+    for _ in range(100):  # until the decode group has consumed and committed the duplicate
+        if await _committed_events(settings) > events_before:
+            break
+        await asyncio.sleep(0.2)
+    assert await _committed_events(settings) == events_before + 1
+    after = await ProgressStore(redis, keys).get(obj.object_id)
+    segments_after = [k for k, _ in await _records(settings, settings.topic_segments) if k == obj.object_id]
+    assert segments_after == segments_before, "duplicate event re-decoded the object"
+    assert before is not None and after is not None
+    assert (after.decoded, after.captioned, after.embedded, after.state) == (
+        before.decoded,
+        before.captioned,
+        before.embedded,
+        before.state,
+    )

@@ -1,0 +1,22 @@
+"""Regenerate the demo's sample media in workers/samples/: ``python -m tests.make_samples``.
+
+Real photographs from scikit-image, encoded with PyAV; small enough to keep in git.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.media_factory import make_image, make_montage_video, make_short_clip, photos
+
+SAMPLES = Path(__file__).resolve().parent.parent / "workers" / "samples"
+
+
+def main() -> None:
+    make_montage_video(SAMPLES / "four-scenes.mp4", photos(4), seconds_each=2.5, size=(320, 240))
+    make_short_clip(SAMPLES / "pan-clip.mp4", seconds=3.0, size=(320, 240))
+    make_image(SAMPLES / "cat.jpg", "JPEG", size=(480, 360))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Small, real test media built on the fly: photo montages, clips, stills, broken and audio-only files.
+
+Photographs come from ``skimage.data`` (bundled with scikit-image, no download); video is
+encoded with PyAV (libx264 when the wheel has it, else mpeg4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
+from PIL import Image
+from skimage import data as skdata
+
+RGB = npt.NDArray[np.uint8]
+
+PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "coins", "camera", "hubble_deep_field", "page")
+
+
+def photo(name: str) -> RGB:
+    """A skimage.data photograph as an RGB uint8 array."""
+    image = np.asarray(getattr(skdata, name)())
+    if image.dtype != np.uint8:
+        image = (image.astype(np.float64) / max(1.0, float(image.max())) * 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def photos(n: int = 4) -> list[RGB]:
+    """The first `n` photographs of PHOTO_NAMES."""
+    return [photo(name) for name in PHOTO_NAMES[:n]]
+
+
+def resized(image: RGB, size: tuple[int, int]) -> RGB:
+    """`image` scaled (not cropped) to `size` = (width, height)."""
+    return np.asarray(Image.fromarray(image).convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def video_codec() -> str:
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def _pan(canvas: RGB, size: tuple[int, int], progress: float) -> RGB:
+    """A `size` window sliding diagonally over `canvas` as `progress` goes 0 -> 1 (camera motion)."""
+    width, height = size
+    x = round((canvas.shape[1] - width) * progress)
+    y = round((canvas.shape[0] - height) * progress)
+    return canvas[y : y + height, x : x + width]
+
+
+def make_montage_video(
+    path: str | Path,
+    images: Sequence[RGB],
+    seconds_each: float,
+    fps: int = 24,
+    size: tuple[int, int] = (320, 240),
+    *,
+    rotation: int = 0,
+    pan: bool = True,
+) -> list[float]:
+    """Encode the images back to back, each shown `seconds_each` (slowly panning); return the cut times.
+
+    A cut time is the presentation time of the first frame of each image after the first.
+    `rotation` (degrees counter-clockwise) is written as display-matrix metadata.
+    """
+    width, height = size
+    margin = (math.ceil(width * 1.15), math.ceil(height * 1.15)) if pan else size
+    cuts: list[float] = []
+    index = 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(video_codec(), rate=fps)
+        assert isinstance(stream, VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        if stream.codec_context.name == "libx264":
+            # Fast, but with B-frames so decode-order != presentation-order gets exercised.
+            stream.options = {"preset": "ultrafast", "crf": "26", "x264-params": "bframes=2"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        per_image = max(1, round(seconds_each * fps))
+        for n, image in enumerate(images):
+            if n:
+                cuts.append(index / fps)
+            canvas = resized(image, margin)
+            for i in range(per_image):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pan(canvas, size, i / per_image)), "rgb24")
+                frame.pts = index
+                frame.time_base = Fraction(1, fps)
+                container.mux(stream.encode(frame))
+                index += 1
+        container.mux(stream.encode(None))
+    return cuts
+
+
+def make_short_clip(
+    path: str | Path,
+    seconds: float = 2.0,
+    *,
+    fps: int = 24,
+    size: tuple[int, int] = (320, 240),
+    rotation: int = 0,
+) -> int:
+    """One continuous shot (a pan across a photograph); returns the number of frames."""
+    make_montage_video(path, [photo("astronaut")], seconds, fps, size, rotation=rotation)
+    return max(1, round(seconds * fps))
+
+
+def make_image(
+    path: str | Path,
+    fmt: str,
+    *,
+    size: tuple[int, int] = (320, 240),
+    alpha: bool = False,
+    name: str = "chelsea",
+) -> tuple[int, int]:
+    """A still photograph in Pillow format `fmt` ("JPEG", "PNG", "WEBP", "GIF", "BMP"...).
+
+    With `alpha`, the left half is fully transparent (only for formats with an alpha channel).
+    """
+    image = Image.fromarray(resized(photo(name), size))
+    if alpha:
+        mask = np.full((size[1], size[0]), 255, np.uint8)
+        mask[:, : size[0] // 2] = 0
+        image = image.convert("RGBA")
+        image.putalpha(Image.fromarray(mask))
+    image.save(str(path), format=fmt.upper())
+    return size
+
+
+def make_animated_image(
+    path: str | Path,
+    fmt: str,
+    images: Sequence[RGB],
+    *,
+    frames_each: int = 3,
+    frame_ms: int = 200,
+    size: tuple[int, int] = (160, 120),
+) -> list[float]:
+    """Animated GIF or WebP showing each image for `frames_each` frames; returns the cut times."""
+    frames: list[Image.Image] = []
+    for image in images:
+        canvas = resized(image, (math.ceil(size[0] * 1.15), math.ceil(size[1] * 1.15)))
+        frames += [
+            Image.fromarray(np.ascontiguousarray(_pan(canvas, size, i / frames_each))) for i in range(frames_each)
+        ]
+    if fmt.upper() == "GIF":  # Pillow's default median-cut palette is ~50 ms per frame
+        frames = [f.quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
+    extra = {"lossless": False, "quality": 80} if fmt.upper() == "WEBP" else {}
+    frames[0].save(
+        str(path),
+        format=fmt.upper(),
+        save_all=True,
+        append_images=frames[1:],
+        duration=frame_ms,
+        loop=0,
+        **extra,
+    )
+    return [n * frames_each * frame_ms / 1000 for n in range(1, len(images))]
+
+
+def make_corrupt_file(path: str | Path, kind: str = "garbage", size: int = 64 * 1024) -> None:
+    """A file no demuxer can read.
+
+    kind="garbage": seeded random bytes; kind="truncated": the first half of a real MP4
+    (its index, written at the end, is missing).
+    """
+    if kind == "garbage":
+        Path(path).write_bytes(np.random.default_rng(1234).integers(0, 256, size, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        whole = Path(path).with_suffix(".whole.mp4")
+        make_short_clip(whole, 1.0)
+        blob = whole.read_bytes()
+        whole.unlink()
+        Path(path).write_bytes(blob[: len(blob) // 2])
+    else:
+        raise ValueError(f"unknown corrupt kind {kind!r}")
+
+
+def make_audio_only(path: str | Path, seconds: float = 1.0, *, sample_rate: int = 44100) -> None:
+    """A sine tone: AAC in .m4a/.mp4/.aac, MP3 (or MP2 without libmp3lame) in .mp3."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mp3":
+        codec = "libmp3lame" if "libmp3lame" in av.codecs_available else "mp2"
+    else:
+        codec = "aac"
+    samples = int(seconds * sample_rate)
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / sample_rate)).astype(np.float32)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        assert isinstance(stream, AudioStream)
+        stream.layout = "mono"
+        accepted = stream.codec_context.codec.audio_formats or []
+        fmt = accepted[0].name if accepted else "flt"  # what this encoder takes
+        resampler = av.AudioResampler(format=fmt, layout="mono", rate=sample_rate)
+        chunk = 1152
+        for start in range(0, samples, chunk):
+            frame = av.AudioFrame.from_ndarray(tone[None, start : start + chunk], format="flt", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            for converted in resampler.resample(frame):
+                container.mux(stream.encode(converted))
+        container.mux(stream.encode(None))

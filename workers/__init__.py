@@ -1,0 +1,1 @@
+"""capstream workers: the shared runtime and the decode, caption and embed stages."""

@@ -1,0 +1,1 @@
+"""Caption stage: segment batches -> Qwen3-VL captions on vLLM."""

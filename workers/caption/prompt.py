@@ -1,0 +1,30 @@
+"""The caption request for one segment, in OpenAI chat format.
+
+Both backends send exactly these messages (the in-process engine through ``LLM.chat``, the
+HTTP client to ``/v1/chat/completions``), so a segment gets the same caption either way.
+Frames go in as images interleaved with their timestamps: Qwen3-VL reads the times as text.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from schemas.segments import SegmentBatch
+
+ChatMessages = list[dict[str, Any]]
+
+
+def build_caption_messages(segment: SegmentBatch, instruction: str) -> ChatMessages:
+    content: list[dict[str, Any]] = []
+    for frame in segment.frames:
+        content.append({"type": "text", "text": f"<{frame.pts_s:.1f} seconds>"})
+        data_url = "data:image/jpeg;base64," + base64.b64encode(frame.jpeg).decode()
+        content.append({"type": "image_url", "image_url": {"url": data_url}})
+    span = (
+        "A still image."
+        if segment.media_kind == "image"
+        else f"The scene spans {segment.start_s:.1f}s to {segment.end_s:.1f}s."
+    )
+    content.append({"type": "text", "text": f"{span} {instruction}"})
+    return [{"role": "user", "content": content}]

@@ -1,0 +1,80 @@
+"""Caption stage: one segment batch -> one caption, via the configured vLLM backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from schemas.captions import Caption
+from schemas.dead_letter import DeadLetter
+from schemas.segments import SegmentBatch
+from workers.caption.backend import CaptionBackend
+from workers.caption.prompt import build_caption_messages
+from workers.runtime.errors import PermanentError
+from workers.runtime.stage import Output, RecordContext, Stage
+from workers.settings import CaptionSettings
+from workers.state import ProgressStore, RedisKeys
+
+
+class CaptionStage(Stage[SegmentBatch]):
+    name = "caption"
+
+    def __init__(self, settings: CaptionSettings, redis: Redis, backend: CaptionBackend) -> None:
+        self.settings = settings
+        self.input_topic = settings.topic_segments
+        self.output_topics = (settings.topic_captions,)
+        self.progress = ProgressStore(redis, RedisKeys(settings.key_prefix))
+        self.backend = backend
+
+    async def setup(self) -> None:
+        await self.backend.start()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    def parse(self, value: bytes) -> SegmentBatch:
+        try:
+            return SegmentBatch.model_validate_json(value)
+        except ValidationError as exc:
+            raise PermanentError("malformed_segment", f"not a segment batch: {exc}") from exc
+
+    async def process(self, item: SegmentBatch, ctx: RecordContext) -> AsyncIterator[Output]:
+        log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
+        if await self.progress.is_marked("captioned", item.segment_id):
+            log.info("segment_already_captioned")
+            return
+        if len(item.frames) > self.settings.caption_max_images:
+            raise PermanentError(
+                "too_many_frames",
+                f"{len(item.frames)} frames > CAPSTREAM_CAPTION_MAX_IMAGES={self.settings.caption_max_images}",
+                object_id=item.object_id,
+                segment_id=item.segment_id,
+            )
+        result = await self.backend.caption(build_caption_messages(item, self.settings.caption_prompt))
+        caption = Caption(
+            object_id=item.object_id,
+            segment_id=item.segment_id,
+            segment_index=item.segment_index,
+            source_uri=item.source_uri,
+            start_s=item.start_s,
+            end_s=item.end_s,
+            frame_pts=[f.pts_s for f in item.frames],
+            text=result.text,
+            model=self.backend.model,
+            backend=self.backend.name,  # type: ignore[arg-type]
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            latency_s=result.latency_s,
+        )
+        log.info("segment_captioned", latency_s=round(result.latency_s, 3), chars=len(result.text))
+        yield Output(self.settings.topic_captions, item.object_id, caption)
+
+    async def delivered(self, item: SegmentBatch, ctx: RecordContext) -> None:
+        await self.progress.mark("captioned", item.object_id, item.segment_id)
+
+    async def dead_lettered(self, item: SegmentBatch | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        object_id = item.object_id if item else letter.object_id
+        if object_id:
+            await self.progress.fail(object_id, f"caption {letter.reason}: {letter.message}")

@@ -1,0 +1,1 @@
+"""The ``capstream`` command line."""

@@ -1,0 +1,118 @@
+"""Read-side commands: ``status``, ``results``, ``parse-event``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from redis.asyncio import Redis
+
+from schemas.events import EventParseError, parse_event
+from schemas.progress import ObjectProgress
+from workers.settings import CommonSettings
+from workers.state import ProgressStore, RedisKeys, ResultStore
+
+
+async def object_report(redis: Redis, settings: CommonSettings, object_id: str) -> dict[str, Any] | None:
+    """Progress plus per-segment results of one object, as plain JSON-able data."""
+    keys = RedisKeys(settings.key_prefix)
+    progress = await ProgressStore(redis, keys).get(object_id)
+    if progress is None:
+        return None
+    rows = await ResultStore(redis, keys).get(object_id)
+    return {
+        "object_id": object_id,
+        "source_uri": progress.source_uri,
+        "state": progress.state.value,
+        "error": progress.error,
+        "segments_total": progress.segments_total,
+        "segments": [
+            {
+                "segment_index": r.segment_index,
+                "segment_id": r.segment_id,
+                "start_s": r.start_s,
+                "end_s": r.end_s,
+                "caption": r.caption,
+                "caption_model": r.caption_model,
+                "embedding_model": r.model,
+                "embedding_dim": r.dim,
+            }
+            for r in rows
+        ],
+    }
+
+
+def format_report(report: dict[str, Any], title: str | None = None) -> str:
+    lines = [f"{title or report['source_uri']}  [{report['state']}]  object_id={report['object_id']}"]
+    if report.get("error"):
+        lines.append(f"  error: {report['error']}")
+    for seg in report["segments"]:
+        lines.append(
+            f"  #{seg['segment_index']:<3} {seg['start_s']:7.2f}s - {seg['end_s']:7.2f}s  "
+            f"{seg['embedding_model'].rsplit('/', 1)[-1]} dim={seg['embedding_dim']}  "
+            f"caption={seg['caption'][:100]!r}"
+        )
+    return "\n".join(lines)
+
+
+def format_progress(p: ObjectProgress) -> str:
+    total = p.segments_total if p.segments_total is not None else "?"
+    err = f"  error={p.error}" if p.error else ""
+    return (
+        f"{p.object_id}  {p.state.value:<8} segments={total} decoded={p.decoded} "
+        f"captioned={p.captioned} embedded={p.embedded}  {p.source_uri}{err}"
+    )
+
+
+async def cmd_status(object_id: str | None, as_json: bool) -> int:
+    settings = CommonSettings()
+    redis = Redis.from_url(settings.redis_url)
+    store = ProgressStore(redis, RedisKeys(settings.key_prefix))
+    try:
+        ids = [object_id] if object_id else await store.list_ids()
+        found = [p for oid in ids if (p := await store.get(oid)) is not None]
+    finally:
+        await redis.aclose()
+    if object_id and not found:
+        sys.stderr.write(f"capstream: no object {object_id}\n")
+        return 1
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in found], indent=2))
+    else:
+        for p in found:
+            print(format_progress(p))
+    return 0
+
+
+async def cmd_results(object_id: str, as_json: bool) -> int:
+    settings = CommonSettings()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        report = await object_report(redis, settings, object_id)
+    finally:
+        await redis.aclose()
+    if report is None:
+        sys.stderr.write(f"capstream: no object {object_id}\n")
+        return 1
+    print(json.dumps(report, indent=2) if as_json else format_report(report))
+    return 0
+
+
+def cmd_parse_event(source: str) -> int:
+    raw = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()
+    try:
+        batch = parse_event(raw)
+    except EventParseError as exc:
+        sys.stderr.write(f"capstream: invalid event ({exc.reason}): {exc}\n")
+        return 2
+    print(
+        json.dumps(
+            {
+                "objects": [dict(o.model_dump(mode="json"), object_id=o.object_id) for o in batch.objects],
+                "ignored": batch.ignored,
+            },
+            indent=2,
+        )
+    )
+    return 0

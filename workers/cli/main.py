@@ -1,0 +1,130 @@
+"""``capstream`` entry point: argument parsing and dispatch, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from workers.cli.home import stack_home, use_running_stack
+from workers.runtime.logging import configure_logging
+from workers.settings import CommonSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capstream", description="Media in object storage -> timestamped, searchable captions."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack (broker, redis, S3) in the background")
+    up.add_argument("--durable", action="store_true", help="keep Kafka data in the local S3 store")
+    sub.add_parser("down", help="stop the local stack")
+
+    run = sub.add_parser("run", help="run all three stages in one process (laptop mode)")
+    worker = sub.add_parser("worker", help="run one stage (scale-out mode)")
+    worker.add_argument("stage", choices=["decode", "caption", "embed"])
+    for p in (run, worker):
+        p.add_argument(
+            "--offline",
+            action="store_true",
+            help="use the offline CPU models (tiny Qwen3-VL, all-MiniLM-L6-v2) unless env says otherwise",
+        )
+
+    sb = sub.add_parser("submit", help="upload media and publish ObjectCreated events")
+    sb.add_argument("paths", nargs="+", type=Path)
+    sb.add_argument("--wait", action="store_true", help="show progress until every object finishes")
+    sb.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (with --wait)")
+
+    st = sub.add_parser("status", help="progress of one object or the most recent ones")
+    st.add_argument("object_id", nargs="?")
+    st.add_argument("--json", action="store_true")
+
+    rs = sub.add_parser("results", help="segments, captions and embedding info of an object")
+    rs.add_argument("object_id")
+    rs.add_argument("--json", action="store_true")
+
+    pe = sub.add_parser("parse-event", help="normalise an event (file or - for stdin)")
+    pe.add_argument("source")
+
+    demo = sub.add_parser("demo", help="run the whole pipeline offline on sample media")
+    demo.add_argument("paths", nargs="*", type=Path)
+    demo.add_argument("--json", action="store_true")
+    demo.add_argument("--timeout", type=float, default=600.0)
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = CommonSettings()
+    configure_logging(settings.log_level, "console" if sys.stderr.isatty() else settings.log_format)
+    cmd = args.command
+
+    if cmd == "up":
+        from workers.localstack import read_stack, start_stack
+
+        home = stack_home()
+        endpoints = read_stack(home) or start_stack(home, durable_kafka=args.durable)
+        print(json.dumps(endpoints.env(), indent=2))
+        return 0
+    if cmd == "down":
+        from workers.localstack import stop_stack
+
+        stopped = stop_stack(stack_home())
+        print("stopped" if stopped else "nothing was running")
+        return 0
+    if cmd == "parse-event":
+        from workers.cli.inspect import cmd_parse_event
+
+        return cmd_parse_event(args.source)
+    if cmd == "demo":
+        from workers.cli.demo import cmd_demo
+
+        return cmd_demo(args.paths, args.json, args.timeout, args.keep)
+
+    use_running_stack()
+    if cmd in ("run", "worker"):
+        from workers.app import STAGES, run_stages
+
+        if args.offline:
+            from workers.offline_profile import offline_env
+
+            for key, value in offline_env().items():
+                os.environ.setdefault(key, value)
+        asyncio.run(run_stages(STAGES if cmd == "run" else (args.stage,)))
+        return 0
+    if cmd == "submit":
+        return asyncio.run(_submit(args.paths, args.wait, args.timeout))
+    if cmd == "status":
+        from workers.cli.inspect import cmd_status
+
+        return asyncio.run(cmd_status(args.object_id, args.json))
+    if cmd == "results":
+        from workers.cli.inspect import cmd_results
+
+        return asyncio.run(cmd_results(args.object_id, args.json))
+    raise AssertionError(cmd)
+
+
+async def _submit(paths: list[Path], wait: bool, timeout_s: float) -> int:
+    from workers.cli.submit import submit, wait_for
+    from workers.settings import S3Settings
+
+    settings = S3Settings()
+    submitted = await submit(paths, settings)
+    for s in submitted:
+        print(f"{s.object_id}  s3://{settings.s3_bucket}/{s.key}")
+    if not wait:
+        return 0
+    states = await wait_for(
+        [s.object_id for s in submitted], {s.object_id: s.key for s in submitted}, settings, timeout_s
+    )
+    return 0 if all(p is not None and p.state.value == "done" for p in states.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

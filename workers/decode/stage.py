@@ -1,0 +1,150 @@
+"""Decode stage: object-created event -> claimed object -> PyAV segments -> segment batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from schemas.dead_letter import DeadLetter
+from schemas.events import EventBatch, EventParseError, ObjectCreated, parse_event
+from schemas.ids import segment_id
+from schemas.segments import Frame, SegmentBatch
+from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.source import ObjectSource
+from workers.decode.threaded import iterate_in_thread
+from workers.runtime.dead_letters import dead_letter_for
+from workers.runtime.errors import PermanentError
+from workers.runtime.stage import Output, RecordContext, Stage
+from workers.settings import DecodeSettings
+from workers.state import ClaimOutcome, ClaimStore, ProgressStore, RedisKeys
+
+# JSON carries frames as base64 (4/3 larger) plus a few hundred bytes of fields per frame.
+_ENVELOPE_BYTES = 16 * 1024
+
+
+def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
+    return SegmentPolicy(
+        max_segment_s=settings.max_segment_s,
+        min_scene_s=settings.min_scene_s,
+        scene_threshold=settings.scene_threshold,
+        sample_fps=settings.sample_fps,
+        max_frames=settings.max_frames,
+        max_pixels=settings.max_pixels,
+        jpeg_quality=settings.jpeg_quality,
+        max_segment_bytes=(settings.max_message_bytes - _ENVELOPE_BYTES) * 3 // 4,
+        max_duration_s=settings.max_duration_s,
+    )
+
+
+@dataclass
+class _RecordOutcome:
+    """What one event record produced, applied to progress once outputs are acknowledged."""
+
+    decoded: dict[str, list[str]] = field(default_factory=dict)  # object_id -> segment ids
+    failed: dict[str, str] = field(default_factory=dict)  # object_id -> error
+
+
+class DecodeStage(Stage[EventBatch]):
+    name = "decode"
+
+    def __init__(self, settings: DecodeSettings, redis: Redis) -> None:
+        self.settings = settings
+        self.input_topic = settings.topic_objects
+        self.output_topics = (settings.topic_segments,)
+        keys = RedisKeys(settings.key_prefix)
+        self.claims = ClaimStore(redis, keys, settings.claim_ttl_s)
+        self.progress = ProgressStore(redis, keys)
+        self.source = ObjectSource(settings)
+        self.policy = segment_policy(settings)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.decode_threads or os.cpu_count() or 2, thread_name_prefix="decode"
+        )
+        self._outcomes: dict[str, _RecordOutcome] = {}
+
+    async def setup(self) -> None:
+        await self.source.start()
+
+    async def close(self) -> None:
+        await self.source.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def parse(self, value: bytes) -> EventBatch:
+        try:
+            return parse_event(value)
+        except EventParseError as exc:
+            raise PermanentError(exc.reason, str(exc)) from exc
+
+    async def process(self, item: EventBatch, ctx: RecordContext) -> AsyncIterator[Output]:
+        outcome = self._outcomes[ctx.owner] = _RecordOutcome()  # a retry starts over
+        for name in item.ignored:
+            ctx.log.info("event_ignored", event_name=name)
+        for obj in item.objects:
+            log = ctx.log.bind(object_id=obj.object_id, uri=obj.uri)
+            claim = await self.claims.claim(obj.object_id, ctx.owner)
+            if claim is ClaimOutcome.DUPLICATE:
+                log.info("duplicate_event_skipped")
+                continue
+            await self.progress.start(obj.object_id, obj.uri)
+            log.info("decode_started", claim=claim.value, size=obj.size)
+            ids: list[str] = []
+            try:
+                async for segment in self._segments(obj):
+                    batch = _to_batch(obj, segment)
+                    ids.append(batch.segment_id)
+                    yield Output(self.settings.topic_segments, obj.object_id, batch)
+                    log.debug(
+                        "segment_published",
+                        segment_id=batch.segment_id,
+                        start_s=batch.start_s,
+                        end_s=batch.end_s,
+                        frames=len(batch.frames),
+                    )
+            except PermanentError as exc:
+                outcome.failed[obj.object_id] = f"{exc.reason}: {exc}"
+                log.warning("object_rejected", reason=exc.reason, error=str(exc))
+                yield dead_letter_for(self.name, ctx, exc, "permanent", object_id=obj.object_id)
+                continue
+            outcome.decoded[obj.object_id] = ids
+            log.info("decode_finished", segments=len(ids))
+
+    async def _segments(self, obj: ObjectCreated) -> AsyncIterator[DecodedSegment]:
+        location = await self.source.resolve(obj)
+        try:
+            async for segment in iterate_in_thread(lambda: decode_segments(location, self.policy), self._executor):
+                yield segment
+        except MediaError as exc:
+            raise PermanentError(exc.reason, str(exc), object_id=obj.object_id) from exc
+
+    async def delivered(self, item: EventBatch, ctx: RecordContext) -> None:
+        outcome = self._outcomes.pop(ctx.owner, _RecordOutcome())
+        for object_id, ids in outcome.decoded.items():
+            for sid in ids:
+                await self.progress.mark("decoded", object_id, sid)
+            await self.progress.set_total(object_id, len(ids))
+        for object_id, error in outcome.failed.items():
+            await self.progress.fail(object_id, error)
+
+    async def dead_lettered(self, item: EventBatch | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        self._outcomes.pop(ctx.owner, None)
+        for obj in item.objects if item else []:
+            await self.progress.fail(obj.object_id, f"{letter.reason}: {letter.message}")
+
+
+def _to_batch(obj: ObjectCreated, segment: DecodedSegment) -> SegmentBatch:
+    return SegmentBatch(
+        object_id=obj.object_id,
+        segment_id=segment_id(obj.object_id, segment.index),
+        segment_index=segment.index,
+        source_uri=obj.uri,
+        media_kind="image" if segment.end_s == 0.0 and len(segment.frames) == 1 else "video",
+        start_s=segment.start_s,
+        end_s=segment.end_s,
+        reason=segment.reason,
+        frames=[
+            Frame(index=f.index, pts_s=f.pts_s, width=f.width, height=f.height, jpeg=f.jpeg) for f in segment.frames
+        ],
+    )

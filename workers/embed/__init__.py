@@ -1,0 +1,1 @@
+"""Embed stage: captions -> vectors (vLLM pooling runner) -> embeddings topic + result view."""

@@ -1,0 +1,81 @@
+"""Embed stage: caption -> embedding record on the embeddings topic -> result view."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from schemas.captions import Caption
+from schemas.dead_letter import DeadLetter
+from schemas.embeddings import Embedding
+from schemas.ids import embedding_id
+from workers.embed.backend import EmbedBackend
+from workers.runtime.errors import PermanentError
+from workers.runtime.stage import Output, RecordContext, Stage
+from workers.settings import EmbedSettings
+from workers.state import ProgressStore, RedisKeys, ResultStore
+
+
+class EmbedStage(Stage[Caption]):
+    name = "embed"
+
+    def __init__(self, settings: EmbedSettings, redis: Redis, backend: EmbedBackend) -> None:
+        self.settings = settings
+        self.input_topic = settings.topic_captions
+        self.output_topics = (settings.topic_embeddings,)
+        keys = RedisKeys(settings.key_prefix)
+        self.progress = ProgressStore(redis, keys)
+        self.results = ResultStore(redis, keys)
+        self.backend = backend
+        self._embedded: dict[str, Embedding] = {}
+
+    async def setup(self) -> None:
+        await self.backend.start()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    def parse(self, value: bytes) -> Caption:
+        try:
+            return Caption.model_validate_json(value)
+        except ValidationError as exc:
+            raise PermanentError("malformed_caption", f"not a caption: {exc}") from exc
+
+    async def process(self, item: Caption, ctx: RecordContext) -> AsyncIterator[Output]:
+        log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
+        if await self.progress.is_marked("embedded", item.segment_id):
+            log.info("segment_already_embedded")
+            return
+        vector = await self.backend.embed(item.text)
+        embedding = Embedding(
+            embedding_id=embedding_id(item.segment_id, self.backend.model),
+            object_id=item.object_id,
+            segment_id=item.segment_id,
+            segment_index=item.segment_index,
+            source_uri=item.source_uri,
+            start_s=item.start_s,
+            end_s=item.end_s,
+            caption=item.text,
+            caption_model=item.model,
+            model=self.backend.model,
+            dim=len(vector),
+            vector=vector,
+        )
+        self._embedded[ctx.owner] = embedding
+        log.info("segment_embedded", dim=embedding.dim)
+        yield Output(self.settings.topic_embeddings, item.object_id, embedding)
+
+    async def delivered(self, item: Caption, ctx: RecordContext) -> None:
+        embedding = self._embedded.pop(ctx.owner, None)
+        if embedding is not None:
+            # Result row before the counter, so an object is never 'done' with a missing row.
+            await self.results.put(embedding)
+        await self.progress.mark("embedded", item.object_id, item.segment_id)
+
+    async def dead_lettered(self, item: Caption | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        self._embedded.pop(ctx.owner, None)
+        object_id = item.object_id if item else letter.object_id
+        if object_id:
+            await self.progress.fail(object_id, f"embed {letter.reason}: {letter.message}")

@@ -1,0 +1,1 @@
+"""The runtime every stage shares: consumer loop, Kafka plumbing, errors, logging."""

@@ -1,0 +1,75 @@
+"""Kafka clients configured one way for every stage."""
+
+from __future__ import annotations
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from workers.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+# Headroom for record/batch framing on top of the payload size budget.
+_FRAMING_BYTES = 64 * 1024
+
+
+def make_producer(settings: CommonSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=settings.producer_idempotence,
+        max_request_size=settings.max_message_bytes + _FRAMING_BYTES,
+        linger_ms=5,
+        request_timeout_ms=30_000,
+    )
+
+
+def make_consumer(settings: CommonSettings, group_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 100),
+        max_partition_fetch_bytes=settings.max_message_bytes + _FRAMING_BYTES,
+        fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 4),
+    )
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def pipeline_topics(settings: CommonSettings) -> list[str]:
+    main = [settings.topic_objects, settings.topic_segments, settings.topic_captions, settings.topic_embeddings]
+    return main + [dlq_topic(t) for t in main[:3]]
+
+
+async def ensure_topics(settings: CommonSettings, topics: list[str] | None = None) -> None:
+    """Create missing topics (production clusters usually pre-create them; then this is a no-op)."""
+    wanted = topics or pipeline_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=t,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication,
+                        )
+                        for t in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+    finally:
+        await admin.close()

@@ -1,0 +1,245 @@
+"""The one consumer loop every stage runs in.
+
+Poll -> run records concurrently (bounded) -> stream outputs to the broker -> await their
+acks -> stage side effects -> commit the first unfinished offset per partition.
+While in-flight work is full the loop pauses its partitions and keeps polling, so the group
+never evicts it and nothing is buffered unboundedly. SIGTERM and partition revocation drain
+in-flight records and commit before letting go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from schemas.dead_letter import DeadLetter, ErrorKind
+from workers.runtime.dead_letters import dead_letter_for
+from workers.runtime.errors import FatalWorkerError, PermanentError
+from workers.runtime.kafka import make_consumer, make_producer
+from workers.runtime.offsets import PartitionOffsets
+from workers.runtime.stage import In, Output, RecordContext, Stage
+from workers.settings import CommonSettings
+
+# Await broker acks in groups so a long decode streams without unbounded pending sends.
+_MAX_UNACKED_SENDS = 8
+
+
+@dataclass
+class LoopMetrics:
+    records: int = 0
+    outputs: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    pauses: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class _RebalanceListener(ConsumerRebalanceListener):
+    def __init__(self, loop: StageLoop[Any]) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class StageLoop(Generic[In]):
+    def __init__(self, stage: Stage[In], settings: CommonSettings, group_id: str, max_in_flight: int) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.group_id = group_id
+        self.max_in_flight = max_in_flight
+        self.metrics = LoopMetrics()
+        self.log = structlog.get_logger("capstream.loop").bind(stage=stage.name)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._paused = False
+        self._fatal: BaseException | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "loop not started"
+        return self._producer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain and commit."""
+        await self.stage.setup()
+        self._producer = make_producer(self.settings)
+        self._consumer = make_consumer(self.settings, self.group_id)
+        await self._producer.start()
+        try:
+            self._consumer.subscribe([self.stage.input_topic], listener=_RebalanceListener(self))
+            await self._consumer.start()
+            self.log.info(
+                "stage_started", topic=self.stage.input_topic, group=self.group_id, max_in_flight=self.max_in_flight
+            )
+            while not stop.is_set() and self._fatal is None:
+                await self._poll_once()
+                await self._commit()
+            if self._fatal is not None:
+                raise FatalWorkerError(str(self._fatal)) from self._fatal
+            await self.release(set(self._offsets))
+        finally:
+            await self._shutdown()
+
+    async def _poll_once(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        free = self.max_in_flight - len(self._tasks)
+        if free <= 0:
+            if not self._paused:
+                consumer.pause(*consumer.assignment())
+                self._paused = True
+                self.metrics.pauses += 1
+                self.log.debug("paused", in_flight=len(self._tasks))
+            # Keep calling getmany so the consumer stays a live group member.
+            await consumer.getmany(timeout_ms=100)
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+            return
+        if self._paused:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
+        batches = await consumer.getmany(timeout_ms=200, max_records=free)
+        for tp, records in batches.items():
+            for record in records:
+                self._offsets.setdefault(tp, PartitionOffsets()).start(record.offset)
+                task = asyncio.create_task(self._handle(tp, record))
+                self._tasks[task] = tp
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+
+    async def _handle(self, tp: TopicPartition, record: Any) -> None:
+        key = record.key.decode(errors="replace") if record.key else None
+        log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
+        self.metrics.records += 1
+        attempt = 0
+        item: In | None = None
+        while True:
+            attempt += 1
+            ctx = RecordContext(tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log)
+            try:
+                item = self.stage.parse(ctx.value)
+                await self._deliver(self.stage.process(item, ctx))
+                await self.stage.delivered(item, ctx)
+                break
+            except PermanentError as exc:
+                await self._dead_letter(item, ctx, exc, kind="permanent")
+                break
+            except FatalWorkerError:
+                raise
+            except Exception as exc:
+                if attempt >= self.settings.max_attempts:
+                    await self._dead_letter(item, ctx, exc, kind="transient_exhausted")
+                    break
+                self.metrics.retries += 1
+                delay = self.settings.retry_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
+                log.warning("retrying", attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+        self._offsets[tp].finish(record.offset)
+
+    async def _deliver(self, outputs: Any) -> None:
+        pending: list[asyncio.Future[Any]] = []
+        async for out in outputs:
+            pending.append(await self._send(out))
+            if len(pending) >= _MAX_UNACKED_SENDS:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+
+    async def _send(self, out: Output) -> asyncio.Future[Any]:
+        self.metrics.outputs += 1
+        fut: asyncio.Future[Any] = await self.producer.send(out.topic, value=out.value.to_bytes(), key=out.key.encode())
+        return fut
+
+    async def _dead_letter(self, item: In | None, ctx: RecordContext, exc: Exception, kind: ErrorKind) -> None:
+        out = dead_letter_for(
+            self.stage.name, ctx, exc, kind, object_id=None if isinstance(exc, PermanentError) else ctx.key
+        )
+        try:
+            await (await self._send(out))
+        except KafkaError as send_exc:
+            raise FatalWorkerError(f"cannot write dead letter: {send_exc}") from send_exc
+        letter = out.value
+        assert isinstance(letter, DeadLetter)
+        self.metrics.dead_letters += 1
+        ctx.log.error(
+            "dead_lettered",
+            reason=letter.reason,
+            kind=kind,
+            error=letter.message,
+            attempts=ctx.attempt,
+            object_id=letter.object_id,
+            segment_id=letter.segment_id,
+        )
+        await self.stage.dead_lettered(item, letter, ctx)
+
+    async def release(self, partitions: set[TopicPartition]) -> None:
+        """Drain in-flight records of these partitions and commit them (revocation/shutdown)."""
+        tasks = [t for t, tp in self._tasks.items() if tp in partitions]
+        if tasks:
+            self.log.info("draining", in_flight=len(tasks))
+            _, still = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            for task in still:
+                task.cancel()  # uncommitted: redelivered to the next owner
+        await self._commit(partitions)
+        for tp in partitions:
+            self._offsets.pop(tp, None)
+
+    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = {
+            tp: off
+            for tp, po in self._offsets.items()
+            if (partitions is None or tp in partitions) and (off := po.to_commit()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Rebalance in progress or broker blip: the records will simply be redelivered.
+            self.log.warning("commit_failed", error=str(exc))
+            return
+        for tp, off in offsets.items():
+            if tp in self._offsets:
+                self._offsets[tp].committed = off
+        self.metrics.commits += 1
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.stage.close()
+        m = self.metrics
+        self.log.info(
+            "stage_stopped",
+            records=m.records,
+            outputs=m.outputs,
+            retries=m.retries,
+            dead_letters=m.dead_letters,
+            commits=m.commits,
+            pauses=m.pauses,
+            uptime_s=round(time.monotonic() - m.started_at, 1),
+        )

@@ -1,0 +1,56 @@
+"""Turn concurrent single requests into batched calls of a blocking engine.
+
+vLLM's offline ``LLM`` batches continuously *within* a call; handing it every request that is
+waiting keeps its batch full while the engine itself runs on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+class MicroBatcher(Generic[Req, Res]):
+    def __init__(self, run_batch: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int, name: str) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Res]]] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, request: Req) -> Res:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._serve())
+        fut: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, fut))
+        return await fut
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [(req, fut) for req, fut in batch if not fut.cancelled()]
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, [r for r, _ in live])
+            except Exception as exc:  # one engine failure fails the whole batch; callers retry
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), res in zip(live, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,103 @@
+"""Configuration from environment variables: one settings model per worker.
+
+Every variable is ``CAPSTREAM_<FIELD>`` (upper case); the README lists them with defaults.
+AWS credentials are not settings: they come from the standard AWS chain (env, profile, role).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["vllm", "openai"]
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAPSTREAM_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "capstream"
+    topic_objects: str = "media.objects"
+    topic_segments: str = "media.segments"
+    topic_captions: str = "media.captions"
+    topic_embeddings: str = "media.embeddings"
+    topic_partitions: int = Field(default=4, ge=1, description="used when the worker creates missing topics")
+    topic_replication: int = Field(default=1, ge=1, description="replication factor of topics it creates")
+    max_message_bytes: int = Field(default=1_048_576, description="broker's message.max.bytes")
+    session_timeout_ms: int = 10_000
+    max_attempts: int = Field(default=3, ge=1, description="tries for transient errors before the DLQ")
+    retry_backoff_s: float = 0.5
+    drain_timeout_s: float = 60.0
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    # Tansu and old brokers reject InitProducerId v3+; Apache Kafka supports it.
+    producer_idempotence: bool = False
+
+
+class S3Settings(CommonSettings):
+    s3_endpoint_url: str | None = Field(default=None, description="unset = AWS; set for MinIO/SeaweedFS")
+    s3_region: str = "us-east-1"
+    s3_bucket: str = Field(default="media", description="bucket `capstream submit` uploads to")
+
+
+class DecodeSettings(S3Settings):
+    decode_group: str = Field(default="capstream-decode", description="consumer group of decode workers")
+    decode_max_in_flight: int = Field(default=2, ge=1, description="objects decoded concurrently per worker")
+    decode_threads: int = Field(default=0, ge=0, description="decode thread pool size; 0 = CPU count")
+    presign_expiry_s: int = 3600
+    allowed_schemes: str = Field(default="s3", description="comma list of s3,file,http,https")
+    max_object_bytes: int = 2 * 1024**3
+    claim_ttl_s: int = 7 * 24 * 3600
+    max_segment_s: float = 10.0
+    min_scene_s: float = 1.0
+    scene_threshold: float = 0.35
+    sample_fps: float = 1.0
+    max_frames: int = 8
+    max_pixels: int = 448 * 448
+    jpeg_quality: int = 85
+    max_duration_s: float = 4 * 3600.0
+
+    @property
+    def allowed_scheme_set(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.allowed_schemes.split(",") if s.strip())
+
+
+class CaptionSettings(CommonSettings):
+    caption_group: str = Field(default="capstream-caption", description="consumer group of caption workers")
+    caption_max_in_flight: int = Field(default=16, ge=1, description="segments in the engine at once per worker")
+    caption_model: str = Field(default="Qwen/Qwen3-VL-4B-Instruct", description="hub id or local path")
+    caption_model_name: str | None = Field(
+        default=None, description="name recorded in captions and sent to the server; default: caption_model"
+    )
+    caption_backend: Backend = "vllm"
+    caption_openai_url: str = "http://127.0.0.1:8000/v1"
+    caption_openai_api_key: str = "EMPTY"
+    caption_max_tokens: int = 256
+    caption_temperature: float = 0.0
+    caption_max_model_len: int = 32768
+    caption_max_batch: int = 16
+    caption_max_images: int = Field(default=8, description="images per request; >= the decoder's max_frames")
+    caption_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
+    caption_request_timeout_s: float = 300.0
+    caption_prompt: str = (
+        "These frames are from one scene of a video, with their timestamps. "
+        "Describe what happens in one or two factual sentences."
+    )
+
+
+class EmbedSettings(CommonSettings):
+    embed_group: str = Field(default="capstream-embed", description="consumer group of embed workers")
+    embed_max_in_flight: int = Field(default=64, ge=1, description="captions being embedded at once per worker")
+    embed_model: str = Field(default="Qwen/Qwen3-Embedding-8B", description="hub id or local path; 0.6B for small GPUs")
+    embed_model_name: str | None = Field(
+        default=None, description="name recorded in embeddings and sent to the server; default: embed_model"
+    )
+    embed_backend: Backend = "vllm"
+    embed_openai_url: str = "http://127.0.0.1:8001/v1"
+    embed_openai_api_key: str = "EMPTY"
+    embed_max_batch: int = 64
+    embed_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
+    embed_request_timeout_s: float = 120.0

@@ -1,0 +1,32 @@
+"""Every Redis key capstream uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "capstream"
+
+    def claim(self, object_id: str) -> str:
+        """SET NX: the first event for an object version wins; value = owning record."""
+        return f"{self.prefix}:claim:{object_id}"
+
+    def done(self, stage: str, segment_id: str) -> str:
+        """Per-stage idempotency marker for one segment."""
+        return f"{self.prefix}:done:{stage}:{segment_id}"
+
+    def progress(self, object_id: str) -> str:
+        return f"{self.prefix}:progress:{object_id}"
+
+    def objects(self) -> str:
+        """Sorted set of object ids by first-seen time, for listings."""
+        return f"{self.prefix}:objects"
+
+    def results(self, object_id: str) -> str:
+        """Hash segment_id -> embedding JSON: a view rebuildable from the embeddings topic."""
+        return f"{self.prefix}:results:{object_id}"
+
+    def progress_channel(self) -> str:
+        return f"{self.prefix}:progress-events"

@@ -1,0 +1,158 @@
+"""Per-object progress hashes and the live progress channel.
+
+Counters move only when a per-stage done marker is newly set, in the same Lua script, so a
+redelivered segment never counts twice. ``done`` is decided atomically by whichever write
+completes the picture (the last embedding, or the decoder's final segment count).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from schemas.progress import ObjectProgress, ObjectState
+from workers.state.keys import RedisKeys
+
+StageCounter = Literal["decoded", "captioned", "embedded"]
+
+# Shared tail: mark the object done when every segment is embedded.
+_MAYBE_DONE = """
+local function maybe_done(key, now)
+  local state = redis.call('HGET', key, 'state')
+  local total = redis.call('HGET', key, 'segments_total')
+  if total and state ~= 'failed' and state ~= 'done' then
+    local embedded = tonumber(redis.call('HGET', key, 'embedded') or '0')
+    if embedded >= tonumber(total) then
+      redis.call('HSET', key, 'state', 'done', 'finished_at', now)
+    end
+  end
+end
+"""
+
+_MARK = (
+    _MAYBE_DONE
+    + """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
+  maybe_done(KEYS[2], ARGV[2])
+  redis.call('PUBLISH', KEYS[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+)
+
+_SET_TOTAL = (
+    _MAYBE_DONE
+    + """
+redis.call('HSET', KEYS[1], 'segments_total', ARGV[1], 'updated_at', ARGV[2])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'failed' and state ~= 'done' then redis.call('HSET', KEYS[1], 'state', 'decoded') end
+maybe_done(KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+)
+
+_START = """
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'state', 'decoding')
+redis.call('HSET', KEYS[1], 'object_id', ARGV[3], 'source_uri', ARGV[1], 'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+return 1
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class ProgressStore:
+    def __init__(self, redis: Redis, keys: RedisKeys, marker_ttl_s: int = 7 * 24 * 3600) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._marker_ttl_s = marker_ttl_s
+        self._mark = redis.register_script(_MARK)
+        self._set_total = redis.register_script(_SET_TOTAL)
+        self._start = redis.register_script(_START)
+
+    async def start(self, object_id: str, source_uri: str) -> None:
+        now = datetime.now(UTC)
+        await self._start(
+            keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
+            args=[source_uri, now.isoformat(), object_id, now.timestamp()],
+        )
+
+    async def is_marked(self, stage: StageCounter, segment_id: str) -> bool:
+        return bool(await self._redis.exists(self._keys.done(stage, segment_id)))
+
+    async def mark(self, stage: StageCounter, object_id: str, segment_id: str) -> bool:
+        """Count a segment as finished by a stage; False if it was already counted."""
+        result = await self._mark(
+            keys=[
+                self._keys.done(stage, segment_id),
+                self._keys.progress(object_id),
+                self._keys.progress_channel(),
+            ],
+            args=[stage, _now(), self._marker_ttl_s, object_id],
+        )
+        return bool(result)
+
+    async def set_total(self, object_id: str, segments_total: int) -> None:
+        await self._set_total(
+            keys=[self._keys.progress(object_id), self._keys.progress_channel()],
+            args=[segments_total, _now(), object_id],
+        )
+
+    async def fail(self, object_id: str, error: str) -> None:
+        key = self._keys.progress(object_id)
+        now = _now()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "created_at", now)
+            pipe.hset(
+                key,
+                mapping={
+                    "object_id": object_id,
+                    "state": ObjectState.FAILED.value,
+                    "error": error,
+                    "updated_at": now,
+                    "finished_at": now,
+                },
+            )
+            pipe.zadd(self._keys.objects(), {object_id: datetime.now(UTC).timestamp()}, nx=True)
+            pipe.publish(self._keys.progress_channel(), object_id)
+            await pipe.execute()
+
+    async def get(self, object_id: str) -> ObjectProgress | None:
+        raw = await self._redis.hgetall(self._keys.progress(object_id))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return ObjectProgress(
+            object_id=object_id,
+            source_uri=fields.get("source_uri", ""),
+            state=ObjectState(fields.get("state", ObjectState.DECODING.value)),
+            segments_total=int(fields["segments_total"]) if "segments_total" in fields else None,
+            decoded=int(fields.get("decoded", 0)),
+            captioned=int(fields.get("captioned", 0)),
+            embedded=int(fields.get("embedded", 0)),
+            error=fields.get("error"),
+            created_at=_time(fields.get("created_at")),
+            updated_at=_time(fields.get("updated_at")),
+        )
+
+    async def list_ids(self, limit: int = 100) -> list[str]:
+        ids = await self._redis.zrevrange(self._keys.objects(), 0, limit - 1)
+        return [_text(i) for i in ids if isinstance(i, bytes | str)]
