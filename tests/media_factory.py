@@ -167,21 +167,34 @@ def make_animated_image(
 
 
 def make_corrupt_file(path: str | Path, kind: str = "garbage", size: int = 64 * 1024) -> None:
-    """A file no demuxer can read.
+    """A file that cannot be (fully) decoded.
 
-    kind="garbage": seeded random bytes; kind="truncated": the first half of a real MP4
-    (its index, written at the end, is missing).
+    kind="garbage": seeded random bytes; "truncated": the first half of a real MP4 (its index,
+    written at the end, is missing); "undecodable": a well-formed MP4 whose coded video is
+    zeroed, so demuxing works and no frame decodes; "damaged": a 2 s MP4 whose middle third of
+    coded video is random bytes.
     """
+    rng = np.random.default_rng(1234)
     if kind == "garbage":
-        Path(path).write_bytes(np.random.default_rng(1234).integers(0, 256, size, dtype=np.uint8).tobytes())
-    elif kind == "truncated":
-        whole = Path(path).with_suffix(".whole.mp4")
-        make_short_clip(whole, 1.0)
-        blob = whole.read_bytes()
-        whole.unlink()
-        Path(path).write_bytes(blob[: len(blob) // 2])
-    else:
+        Path(path).write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        return
+    if kind not in ("truncated", "undecodable", "damaged"):
         raise ValueError(f"unknown corrupt kind {kind!r}")
+    whole = Path(path).with_suffix(".whole.mp4")
+    make_short_clip(whole, 2.0 if kind == "damaged" else 1.0)
+    blob = bytearray(whole.read_bytes())
+    whole.unlink()
+    if kind == "truncated":
+        Path(path).write_bytes(bytes(blob[: len(blob) // 2]))
+        return
+    at = blob.find(b"mdat")
+    start, end = at + 4, at - 4 + int.from_bytes(blob[at - 4 : at], "big")
+    if kind == "damaged":
+        start, end = start + (end - start) // 3, start + 2 * (end - start) // 3
+        blob[start:end] = rng.integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    else:
+        blob[start:end] = bytes(end - start)
+    Path(path).write_bytes(bytes(blob))
 
 
 def make_audio_only(path: str | Path, seconds: float = 1.0, *, sample_rate: int = 44100) -> None:

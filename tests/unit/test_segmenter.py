@@ -293,6 +293,24 @@ def test_corrupt_file_is_corrupt_media(tmp_path: Path, kind: str) -> None:
     assert str(path) in str(info.value)
 
 
+def test_no_decodable_frame_is_corrupt_media(tmp_path: Path) -> None:
+    path = tmp_path / "zeroed.mp4"
+    mf.make_corrupt_file(path, "undecodable")
+    with pytest.raises(MediaError, match="zero frames") as info:
+        decode(path)
+    assert info.value.reason == "corrupt_media"
+
+
+def test_damaged_packets_are_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.mp4"
+    mf.make_corrupt_file(path, "damaged")
+    segments = decode(path, max_segment_s=1.0)
+    # Whatever decodes is kept on its true timeline; the stream still ends at 2 s.
+    assert segments and segments[-1].reason == "end"
+    assert segments[-1].end_s == pytest.approx(2.0, abs=1e-6)
+    assert all(s.frames for s in segments)
+
+
 def test_empty_file_is_corrupt_media(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp4"
     path.write_bytes(b"")

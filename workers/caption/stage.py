@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.captions import Caption
-from schemas.dead_letter import DeadLetter
 from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionBackend
 from workers.caption.prompt import build_caption_messages
 from workers.runtime.errors import PermanentError
-from workers.runtime.stage import Output, RecordContext, Stage
+from workers.runtime.stage import ModelStage, Output, RecordContext
 from workers.settings import CaptionSettings
 from workers.state import ProgressStore, RedisKeys
 
 
-class CaptionStage(Stage[SegmentBatch]):
+class CaptionStage(ModelStage[SegmentBatch]):
     name = "caption"
+    input_model = SegmentBatch
+    backend: CaptionBackend
+    progress: ProgressStore
 
     def __init__(self, settings: CaptionSettings, redis: Redis, backend: CaptionBackend) -> None:
         self.settings = settings
@@ -27,18 +28,6 @@ class CaptionStage(Stage[SegmentBatch]):
         self.output_topics = (settings.topic_captions,)
         self.progress = ProgressStore(redis, RedisKeys(settings.key_prefix))
         self.backend = backend
-
-    async def setup(self) -> None:
-        await self.backend.start()
-
-    async def close(self) -> None:
-        await self.backend.close()
-
-    def parse(self, value: bytes) -> SegmentBatch:
-        try:
-            return SegmentBatch.model_validate_json(value)
-        except ValidationError as exc:
-            raise PermanentError("malformed_segment", f"not a segment batch: {exc}") from exc
 
     async def process(self, item: SegmentBatch, ctx: RecordContext) -> AsyncIterator[Output]:
         log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
@@ -73,8 +62,3 @@ class CaptionStage(Stage[SegmentBatch]):
 
     async def delivered(self, item: SegmentBatch, ctx: RecordContext) -> None:
         await self.progress.mark("captioned", item.object_id, item.segment_id)
-
-    async def dead_lettered(self, item: SegmentBatch | None, letter: DeadLetter, ctx: RecordContext) -> None:
-        object_id = item.object_id if item else letter.object_id
-        if object_id:
-            await self.progress.fail(object_id, f"caption {letter.reason}: {letter.message}")

@@ -87,7 +87,7 @@ def frame_to_image(
         frame, width=coded_w, height=coded_h, format="rgba" if alpha else "rgb24", interpolation="AREA"
     )
     # to_image() drops alpha, so RGBA goes through an array.
-    image = _flatten(Image.fromarray(converted.to_ndarray(), "RGBA")) if alpha else converted.to_image()
+    image = _flatten(Image.fromarray(converted.to_ndarray())) if alpha else converted.to_image()
     if rotation in _TRANSPOSE:
         image = image.transpose(_TRANSPOSE[rotation])
     return image

@@ -65,6 +65,7 @@ _REFERENCING_FORMATS: Final = frozenset({"hls", "dash", "concat", "imf", "ffmeta
 _IMAGE_FORMATS: Final = frozenset({"image2", "image2pipe"})
 _EPS: Final = 1e-6
 _DEFAULT_FPS: Final = 25.0
+_PTS_RESET_S: Final = 2.0  # this long of backwards timestamps means they were reset
 _MIN_SEGMENT_BYTES: Final = 4096  # a 32x32 JPEG at the lowest quality step is ~0.9 kB
 
 
@@ -282,6 +283,7 @@ class _Stats:
     frames: int = 0
     decode_errors: int = 0
     first_error: str = ""
+    dropped: int = 0  # frames whose timestamp went backwards
 
 
 def _decode_packets(stream: VideoStream, packets: Iterable[Packet], stats: _Stats) -> Iterator[av.VideoFrame]:
@@ -313,10 +315,19 @@ def _decode_packets(stream: VideoStream, packets: Iterable[Packet], stats: _Stat
 def _timed_frames(
     container: InputContainer, stream: VideoStream, packets: Iterable[Packet], stats: _Stats
 ) -> Iterator[_Decoded]:
-    """Frames with a monotonic media time; missing or backwards pts are extrapolated from the rate."""
+    """Frames with increasing media time.
+
+    Missing pts are extrapolated from the previous frame's duration (or the stream rate). A
+    frame whose pts is not after the previous one (a duplicate, or a late frame after decode
+    errors) is dropped; if that goes on for a while, the timestamps were reset (concatenated
+    streams) and the timeline continues from the previous frame instead.
+    """
     rate = stream.average_rate or stream.guessed_rate
     default_dt = 1.0 / float(rate) if rate and rate > 0 else 1.0 / _DEFAULT_FPS
     origin = container.start_time / av.time_base if container.start_time is not None else None
+    offset = 0.0
+    backwards = 0
+    reset_after = max(8, round(_PTS_RESET_S / default_dt))
     previous: _Decoded | None = None
     for frame in _decode_packets(stream, packets, stats):
         time_base = frame.time_base or stream.time_base
@@ -325,11 +336,19 @@ def _timed_frames(
             raw = float(frame.pts * time_base)
             if origin is None:
                 origin = raw
-            t = raw - origin
-        if previous is not None and (t is None or t <= previous.t):
+            t = raw - origin + offset
+        if previous is None:
+            t = max(0.0, t or 0.0)
+        elif t is None:
             t = previous.t + previous.duration
-        elif t is None or t < 0:
-            t = 0.0
+        elif t <= previous.t:
+            backwards += 1
+            if backwards <= reset_after:
+                stats.dropped += 1
+                continue
+            offset += previous.t + previous.duration - t
+            t = previous.t + previous.duration
+        backwards = 0
         duration = float(frame.duration * time_base) if frame.duration and time_base is not None else 0.0
         current = _Decoded(t, duration if duration > 0 else default_dt, frame, normalize_rotation(frame.rotation))
         stats.frames += 1
@@ -514,12 +533,13 @@ def decode_segments(
         raise MediaError("corrupt_media", f"{shown}: demuxing failed ({exc.strerror})") from exc
     finally:
         container.close()
-        if stats.decode_errors:
+        if stats.decode_errors or stats.dropped:
             log.warning(
                 "media_decode_errors_skipped",
                 source=shown,
                 errors=stats.decode_errors,
                 first_error=stats.first_error,
+                dropped_frames=stats.dropped,
                 frames=stats.frames,
             )
         log.debug(

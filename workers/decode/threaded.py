@@ -33,13 +33,18 @@ async def iterate_in_thread(
         return False
 
     def produce() -> None:
+        source = make_iter()
         try:
-            for item in make_iter():
+            for item in source:
                 if not put(item):
                     return
             put(_END)
         except BaseException as exc:  # handed to the consumer side, re-raised there
             put(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # a generator releases its container now, not at garbage collection
 
     worker = loop.run_in_executor(executor, produce)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.captions import Caption
@@ -12,14 +11,16 @@ from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
 from schemas.ids import embedding_id
 from workers.embed.backend import EmbedBackend
-from workers.runtime.errors import PermanentError
-from workers.runtime.stage import Output, RecordContext, Stage
+from workers.runtime.stage import ModelStage, Output, RecordContext
 from workers.settings import EmbedSettings
 from workers.state import ProgressStore, RedisKeys, ResultStore
 
 
-class EmbedStage(Stage[Caption]):
+class EmbedStage(ModelStage[Caption]):
     name = "embed"
+    input_model = Caption
+    backend: EmbedBackend
+    progress: ProgressStore
 
     def __init__(self, settings: EmbedSettings, redis: Redis, backend: EmbedBackend) -> None:
         self.settings = settings
@@ -30,18 +31,6 @@ class EmbedStage(Stage[Caption]):
         self.results = ResultStore(redis, keys)
         self.backend = backend
         self._embedded: dict[str, Embedding] = {}
-
-    async def setup(self) -> None:
-        await self.backend.start()
-
-    async def close(self) -> None:
-        await self.backend.close()
-
-    def parse(self, value: bytes) -> Caption:
-        try:
-            return Caption.model_validate_json(value)
-        except ValidationError as exc:
-            raise PermanentError("malformed_caption", f"not a caption: {exc}") from exc
 
     async def process(self, item: Caption, ctx: RecordContext) -> AsyncIterator[Output]:
         log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
@@ -76,6 +65,4 @@ class EmbedStage(Stage[Caption]):
 
     async def dead_lettered(self, item: Caption | None, letter: DeadLetter, ctx: RecordContext) -> None:
         self._embedded.pop(ctx.owner, None)
-        object_id = item.object_id if item else letter.object_id
-        if object_id:
-            await self.progress.fail(object_id, f"embed {letter.reason}: {letter.message}")
+        await super().dead_lettered(item, letter, ctx)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import structlog
+from pydantic import ValidationError
 
 from schemas.base import Message
 from schemas.dead_letter import DeadLetter
+from workers.runtime.errors import PermanentError
 
 In = TypeVar("In")
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,43 @@ class Stage(abc.ABC, Generic[In]):
 
     async def dead_lettered(self, item: In | None, letter: DeadLetter, ctx: RecordContext) -> None:  # noqa: B027
         """The record went to the DLQ: show it as failed in progress."""
+
+
+class ModelBackend(Protocol):
+    """What a model-serving stage needs from its backend (vLLM engine or HTTP client)."""
+
+    name: str
+    model: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class FailsObjects(Protocol):
+    async def fail(self, object_id: str, error: str) -> None: ...
+
+
+class ModelStage(Stage[M]):
+    """A stage whose input is one wire message about one segment and whose work is done by a
+    model backend: backend lifecycle, input validation and failure reporting written once."""
+
+    input_model: type[M]
+    backend: ModelBackend
+    progress: FailsObjects
+
+    async def setup(self) -> None:
+        await self.backend.start()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    def parse(self, value: bytes) -> M:
+        try:
+            return self.input_model.model_validate_json(value)
+        except ValidationError as exc:
+            raise PermanentError("malformed_message", f"not a {self.input_model.__name__}: {exc}") from exc
+
+    async def dead_lettered(self, item: M | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        object_id = getattr(item, "object_id", None) or letter.object_id
+        if object_id:
+            await self.progress.fail(object_id, f"{self.name} {letter.reason}: {letter.message}")
