@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -18,6 +20,7 @@ from workers.embed.backend import make_embed_backend
 from workers.embed.stage import EmbedStage
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
+from workers.runtime.microbatch import engine_thread
 from workers.settings import CaptionSettings, CommonSettings, DecodeSettings, EmbedSettings
 
 StageName = Literal["decode", "caption", "embed"]
@@ -26,23 +29,41 @@ STAGES: tuple[StageName, ...] = ("decode", "caption", "embed")
 log = structlog.get_logger("capstream.app")
 
 
-def build_loop(name: StageName, redis_clients: list[Redis]) -> StageLoop[Any]:
+@dataclass
+class WorkerResources:
+    """What the stages of one worker process share, released when the process stops.
+
+    One engine thread for every in-process vLLM engine: vLLM's forward context and parallel
+    groups are process-global, so two engines must never run at the same time.
+    """
+
+    engine_executor: ThreadPoolExecutor = field(default_factory=engine_thread)
+    redis_clients: list[Redis] = field(default_factory=list)
+
+    def redis(self, url: str) -> Redis:
+        client = Redis.from_url(url)
+        self.redis_clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.redis_clients:
+            await client.aclose()
+        self.engine_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
     if name == "decode":
         ds = DecodeSettings()
-        redis = Redis.from_url(ds.redis_url)
-        redis_clients.append(redis)
-        return StageLoop(DecodeStage(ds, redis), ds, ds.decode_group, ds.decode_max_in_flight)
+        return StageLoop(DecodeStage(ds, res.redis(ds.redis_url)), ds, ds.decode_group, ds.decode_max_in_flight)
     if name == "caption":
         cs = CaptionSettings()
-        redis = Redis.from_url(cs.redis_url)
-        redis_clients.append(redis)
+        backend = make_caption_backend(cs, res.engine_executor)
         return StageLoop(
-            CaptionStage(cs, redis, make_caption_backend(cs)), cs, cs.caption_group, cs.caption_max_in_flight
+            CaptionStage(cs, res.redis(cs.redis_url), backend), cs, cs.caption_group, cs.caption_max_in_flight
         )
     es = EmbedSettings()
-    redis = Redis.from_url(es.redis_url)
-    redis_clients.append(redis)
-    return StageLoop(EmbedStage(es, redis, make_embed_backend(es)), es, es.embed_group, es.embed_max_in_flight)
+    backend_e = make_embed_backend(es, res.engine_executor)
+    return StageLoop(EmbedStage(es, res.redis(es.redis_url), backend_e), es, es.embed_group, es.embed_max_in_flight)
 
 
 async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = None) -> None:
@@ -53,8 +74,8 @@ async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await ensure_topics(common)
-    redis_clients: list[Redis] = []
-    loops = [build_loop(n, redis_clients) for n in names]
+    resources = WorkerResources()
+    loops = [build_loop(n, resources) for n in names]
     tasks = [asyncio.create_task(sl.run(stop), name=f"stage-{n}") for n, sl in zip(names, loops, strict=True)]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -67,5 +88,4 @@ async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = No
             if task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        for redis in redis_clients:
-            await redis.aclose()
+        await resources.close()

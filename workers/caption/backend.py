@@ -7,8 +7,10 @@ share one server).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,7 +18,7 @@ import httpx
 
 from workers.caption.prompt import ChatMessages
 from workers.runtime.engine_args import engine_kwargs
-from workers.runtime.microbatch import MicroBatcher
+from workers.runtime.microbatch import MicroBatcher, engine_thread
 from workers.settings import CaptionSettings
 
 
@@ -42,14 +44,20 @@ class VllmCaptionBackend:
 
     name = "vllm"
 
-    def __init__(self, settings: CaptionSettings) -> None:
+    def __init__(self, settings: CaptionSettings, executor: Executor | None = None) -> None:
         self.model = settings.caption_model_name or settings.caption_model
         self._settings = settings
         self._llm: Any = None
         self._sampling: Any = None
-        self._batcher = MicroBatcher(self._run_batch, settings.caption_max_batch, "caption-engine")
+        self._owns_executor = executor is None
+        self._executor = executor or engine_thread("caption-engine")
+        self._batcher = MicroBatcher(self._run_batch, settings.caption_max_batch, self._executor)
 
     async def start(self) -> None:
+        # Built on the engine thread: keeps the event loop (and Kafka heartbeats) responsive.
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
         from vllm import LLM, SamplingParams  # heavy import, only where the engine runs
 
         s = self._settings
@@ -81,11 +89,13 @@ class VllmCaptionBackend:
         ]
 
     async def caption(self, messages: ChatMessages) -> CaptionResult:
-        return await self._batcher.submit(messages)
+        return await asyncio.wait_for(self._batcher.submit(messages), self._settings.caption_request_timeout_s)
 
     async def close(self) -> None:
         await self._batcher.close()
         self._llm = None
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class OpenAICaptionBackend:
@@ -135,7 +145,7 @@ class OpenAICaptionBackend:
             await self._client.aclose()
 
 
-def make_caption_backend(settings: CaptionSettings) -> CaptionBackend:
+def make_caption_backend(settings: CaptionSettings, engine_executor: Executor | None = None) -> CaptionBackend:
     if settings.caption_backend == "openai":
         return OpenAICaptionBackend(settings)
-    return VllmCaptionBackend(settings)
+    return VllmCaptionBackend(settings, engine_executor)

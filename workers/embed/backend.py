@@ -3,13 +3,15 @@ endpoint. Documents are embedded without an instruction (Qwen3-Embedding's conve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 import httpx
 
 from workers.runtime.engine_args import engine_kwargs
-from workers.runtime.microbatch import MicroBatcher
+from workers.runtime.microbatch import MicroBatcher, engine_thread
 from workers.settings import EmbedSettings
 
 
@@ -25,13 +27,19 @@ class EmbedBackend(Protocol):
 class VllmEmbedBackend:
     name = "vllm"
 
-    def __init__(self, settings: EmbedSettings) -> None:
+    def __init__(self, settings: EmbedSettings, executor: Executor | None = None) -> None:
         self.model = settings.embed_model_name or settings.embed_model
         self._settings = settings
         self._llm: Any = None
-        self._batcher = MicroBatcher(self._run_batch, settings.embed_max_batch, "embed-engine")
+        self._owns_executor = executor is None
+        self._executor = executor or engine_thread("embed-engine")
+        self._batcher = MicroBatcher(self._run_batch, settings.embed_max_batch, self._executor)
 
     async def start(self) -> None:
+        # Built on the engine thread: keeps the event loop (and Kafka heartbeats) responsive.
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
         from vllm import LLM  # heavy import, only where the engine runs
 
         self._llm = LLM(
@@ -43,11 +51,13 @@ class VllmEmbedBackend:
         return [list(map(float, out.outputs.embedding)) for out in outputs]
 
     async def embed(self, text: str) -> list[float]:
-        return await self._batcher.submit(text)
+        return await asyncio.wait_for(self._batcher.submit(text), self._settings.embed_request_timeout_s)
 
     async def close(self) -> None:
         await self._batcher.close()
         self._llm = None
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class OpenAIEmbedBackend:
@@ -77,7 +87,7 @@ class OpenAIEmbedBackend:
             await self._client.aclose()
 
 
-def make_embed_backend(settings: EmbedSettings) -> EmbedBackend:
+def make_embed_backend(settings: EmbedSettings, engine_executor: Executor | None = None) -> EmbedBackend:
     if settings.embed_backend == "openai":
         return OpenAIEmbedBackend(settings)
-    return VllmEmbedBackend(settings)
+    return VllmEmbedBackend(settings, engine_executor)

@@ -1,26 +1,33 @@
 """Turn concurrent single requests into batched calls of a blocking engine.
 
 vLLM's offline ``LLM`` batches continuously *within* a call; handing it every request that is
-waiting keeps its batch full while the engine itself runs on one dedicated thread.
+waiting keeps its batch full. Engine calls run on an engine thread, never on the event loop.
+vLLM keeps per-process global state (forward context, parallel groups), so two engines in one
+process must share ONE engine thread: callers pass the same single-thread executor to both.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 
+def engine_thread(name: str = "vllm-engine") -> ThreadPoolExecutor:
+    """The executor every in-process engine of a worker process runs on."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+
 class MicroBatcher(Generic[Req, Res]):
-    def __init__(self, run_batch: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int, name: str) -> None:
+    def __init__(self, run_batch: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int, executor: Executor) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._executor = executor
         self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Res]]] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, request: Req) -> Res:
@@ -53,4 +60,3 @@ class MicroBatcher(Generic[Req, Res]):
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
