@@ -65,14 +65,8 @@ class EchoStage(Stage[Echo]):
 
 
 def _settings(stack: StackEndpoints, **kw: Any) -> CommonSettings:
-    return CommonSettings(
-        kafka_bootstrap=stack.kafka_bootstrap,
-        redis_url=stack.redis_url,
-        session_timeout_ms=3000,
-        topic_partitions=2,
-        retry_backoff_s=0.05,
-        **kw,
-    )
+    defaults: dict[str, Any] = {"session_timeout_ms": 3000, "topic_partitions": 2, "retry_backoff_s": 0.05}
+    return CommonSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, **{**defaults, **kw})
 
 
 async def _produce(settings: CommonSettings, topic: str, values: list[bytes]) -> None:
@@ -186,3 +180,25 @@ async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, u
     assert await _committed(settings, group, src) == 40
     # Redeliveries are allowed (at-least-once) but bounded by what was in flight at the crash.
     assert len(second.seen) <= 40
+
+
+async def test_member_joining_mid_run_takes_partitions_without_loss(stack: StackEndpoints, unique: str) -> None:
+    settings = _settings(stack, topic_partitions=4)
+    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
+    await ensure_topics(settings, [src, dst, dlq_topic(src)])
+    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(60)])
+    first, second = EchoStage(src, dst, delay_s=0.1), EchoStage(src, dst, delay_s=0.1)
+    stop = asyncio.Event()
+    task1 = asyncio.create_task(StageLoop(first, settings, group, max_in_flight=4).run(stop))
+    while len(first.delivered_ns) < 5:  # noqa: ASYNC110 - polling the stage's own counter
+        await asyncio.sleep(0.02)
+    task2 = asyncio.create_task(StageLoop(second, settings, group, max_in_flight=4).run(stop))
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(set(first.delivered_ns) | set(second.delivered_ns)) < 60:
+        assert asyncio.get_running_loop().time() < deadline, "records lost in the rebalance"
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(task1, task2), 60)
+    assert second.delivered_ns, "the new member never got a partition"
+    assert set(first.delivered_ns) | set(second.delivered_ns) == set(range(60))
+    assert await _committed(settings, group, src) == 60
