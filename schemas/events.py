@@ -2,7 +2,11 @@
 
 Shapes: AWS S3 notifications (``Records[]``), MinIO's Kafka target (same records wrapped in
 ``EventName``/``Key`` with ``s3:``-prefixed names), EventBridge "Object Created", and the
-native ``{"uri": ...}`` event for any other Kafka producer.
+native ``{"uri": ...}`` event for any other Kafka producer. Transport envelopes around any of
+them are unwrapped: SNS (``Message`` string), SQS via Kafka Connect (``body``/``Body`` string),
+SQS/SNS batches (``Records[]`` of ``aws:sqs``/``aws:sns``) and Kafka Connect's JsonConverter
+(``{"schema", "payload"}``). ``S3EventNotification`` is the AWS shape capstream itself
+publishes (the SeaweedFS event bridge).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from schemas.base import Message
 from schemas.ids import object_version_id
@@ -23,7 +28,10 @@ SCHEMA_VERSION: Literal[1] = 1
 # :PutRetention and :PutLegalHold, which change metadata only and must not start a run.
 CONTENT_CREATING = frozenset({"Put", "Post", "Copy", "CompleteMultipartUpload"})
 
-EventSource = Literal["aws-s3", "minio", "eventbridge", "native"]
+EventSource = Literal["aws-s3", "minio", "seaweedfs", "eventbridge", "native"]
+
+# Envelopes nest (S3 -> SNS -> SQS -> Kafka Connect is three); deeper is not a real producer.
+_MAX_ENVELOPE_DEPTH = 4
 
 
 class EventParseError(ValueError):
@@ -78,17 +86,55 @@ class EventBatch(BaseModel):
 
 def parse_event(payload: bytes | str | dict[str, Any]) -> EventBatch:
     """Normalise any supported event shape. Raises EventParseError for anything else."""
-    doc = _load(payload)
+    return _parse_doc(_load(payload), depth=0)
+
+
+def _parse_doc(doc: dict[str, Any], depth: int) -> EventBatch:
+    if depth > _MAX_ENVELOPE_DEPTH:
+        raise EventParseError("unknown_event_shape", f"more than {_MAX_ENVELOPE_DEPTH} nested envelopes")
     if doc.get("Event") == "s3:TestEvent" or doc.get("Event") == "TestEvent":
         return EventBatch(objects=[], ignored=["s3:TestEvent"])
     if "Records" in doc:
         source: EventSource = "minio" if "EventName" in doc else "aws-s3"
-        return _parse_records(doc["Records"], source)
+        return _parse_records(doc["Records"], source, depth)
     if doc.get("detail-type") == "Object Created" or "detail" in doc:
         return _parse_eventbridge(doc)
     if "uri" in doc:
         return _parse_native(doc)
+    if "Type" in doc and "Message" in doc:
+        return _parse_sns(doc, depth)
+    body = doc.get("body", doc.get("Body"))
+    if isinstance(body, str):
+        # Kafka Connect SQS source connectors put the SQS message (the S3 JSON) in body/Body.
+        return _parse_doc(_load_inner(body, "SQS body"), depth + 1)
+    if "payload" in doc and "schema" in doc:
+        # Kafka Connect JsonConverter with schemas.enable=true wraps the value.
+        inner = doc["payload"]
+        return _parse_doc(_load_inner(inner, "Kafka Connect payload"), depth + 1)
     raise EventParseError("unknown_event_shape", f"unrecognised event with keys {sorted(doc)[:8]}")
+
+
+def _parse_sns(doc: dict[str, Any], depth: int) -> EventBatch:
+    kind = str(doc.get("Type"))
+    if kind != "Notification":
+        # SubscriptionConfirmation / UnsubscribeConfirmation carry no object.
+        return EventBatch(objects=[], ignored=[f"sns:{kind}"])
+    return _parse_doc(_load_inner(doc["Message"], "SNS Message"), depth + 1)
+
+
+def _load_inner(value: Any, what: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise EventParseError("malformed_record", f"{what} must be a JSON string or object")
+    try:
+        return _load(value)
+    except EventParseError as exc:
+        raise EventParseError(exc.reason, f"{what}: {exc}") from exc
+
+
+def _merge(batches: list[EventBatch]) -> EventBatch:
+    return EventBatch(objects=[o for b in batches for o in b.objects], ignored=[i for b in batches for i in b.ignored])
 
 
 def _load(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
@@ -110,12 +156,17 @@ def _created_subtype(event_name: str) -> str | None:
     return sub if family == "ObjectCreated" else None
 
 
-def _parse_records(records: Any, source: EventSource) -> EventBatch:
+def _parse_records(records: Any, source: EventSource, depth: int) -> EventBatch:
     if not isinstance(records, list):
         raise EventParseError("unknown_event_shape", "'Records' must be a list")
     objects: list[ObjectCreated] = []
     ignored: list[str] = []
+    nested: list[EventBatch] = []
     for i, rec in enumerate(records):
+        if isinstance(rec, dict) and (inner := _record_envelope(rec, i)) is not None:
+            # An SQS or SNS batch (Lambda / EventBridge Pipes shape): each record wraps an event.
+            nested.append(_parse_doc(inner, depth + 1))
+            continue
         try:
             name = str(rec["eventName"])
             sub = _created_subtype(name)
@@ -139,14 +190,26 @@ def _parse_records(records: Any, source: EventSource) -> EventBatch:
                     content_type=obj.get("contentType"),
                     event_name=name.removeprefix("s3:"),
                     event_time=rec.get("eventTime"),
-                    source=source,
+                    source="seaweedfs" if rec.get("eventSource") == SEAWEEDFS_EVENT_SOURCE else source,
                 )
             )
         except (KeyError, TypeError) as exc:
             raise EventParseError("malformed_record", f"Records[{i}] lacks field {exc}") from exc
         except ValidationError as exc:
             raise EventParseError("malformed_record", f"Records[{i}]: {_first_error(exc)}") from exc
-    return EventBatch(objects=objects, ignored=ignored)
+    return _merge([EventBatch(objects=objects, ignored=ignored), *nested])
+
+
+def _record_envelope(rec: dict[str, Any], i: int) -> dict[str, Any] | None:
+    """The event inside an ``aws:sqs`` or ``aws:sns`` batch record; None for an S3 record."""
+    if rec.get("eventSource") == "aws:sqs" or ("body" in rec and "receiptHandle" in rec):
+        return _load_inner(rec.get("body"), f"Records[{i}].body")
+    if rec.get("EventSource") == "aws:sns" or "Sns" in rec:
+        sns = rec.get("Sns")
+        if not isinstance(sns, dict):
+            raise EventParseError("malformed_record", f"Records[{i}].Sns must be an object")
+        return {"Type": sns.get("Type", "Notification"), "Message": sns.get("Message")}
+    return None
 
 
 def _parse_eventbridge(doc: dict[str, Any]) -> EventBatch:
@@ -215,3 +278,58 @@ def _strip_quotes(etag: Any) -> str | None:
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+# --------------------------------------------------------------------------------------------
+# The AWS S3 notification shape, as capstream publishes it (SeaweedFS event bridge).
+
+SEAWEEDFS_EVENT_SOURCE = "seaweedfs:s3"
+
+
+class _AwsShape(BaseModel):
+    """camelCase on the wire, as AWS spells it."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True
+    )
+
+
+class S3BucketRef(_AwsShape):
+    name: str
+    arn: str
+
+
+class S3ObjectRef(_AwsShape):
+    key: str = Field(description="URL-form-encoded, as S3 sends it")
+    size: int = Field(ge=0)
+    e_tag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None
+    content_type: str | None = Field(default=None, description="MinIO-style extension; AWS omits it")
+
+
+class S3Entity(_AwsShape):
+    s3_schema_version: str = "1.0"
+    configuration_id: str = "capstream"
+    bucket: S3BucketRef
+    object: S3ObjectRef
+
+
+class S3EventRecord(_AwsShape):
+    event_version: str = "2.1"
+    event_source: str = "aws:s3"
+    aws_region: str = "us-east-1"
+    event_time: datetime
+    event_name: str = "ObjectCreated:Put"
+    s3: S3Entity
+
+
+class S3EventNotification(Message):
+    """``{"Records": [...]}`` exactly as AWS S3 delivers it; ``parse_event`` reads it back."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    records: list[S3EventRecord] = Field(alias="Records")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

@@ -65,36 +65,56 @@ def make_montage_video(
     *,
     rotation: int = 0,
     pan: bool = True,
+    codec: str | None = None,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    keyint: int | None = None,
+    frame_durations: Sequence[int] | None = None,
+    first_pts: int = 0,
+    container_options: dict[str, str] | None = None,
 ) -> list[float]:
     """Encode the images back to back, each shown `seconds_each` (slowly panning); return the cut times.
 
     A cut time is the presentation time of the first frame of each image after the first.
-    `rotation` (degrees counter-clockwise) is written as display-matrix metadata.
+    `rotation` (degrees counter-clockwise) is written as display-matrix metadata. `codec`,
+    `pix_fmt` and `options` (merged over the libx264 defaults) select odd encodings; `keyint`
+    fixes the keyframe interval in frames. `frame_durations` (in 1/(fps*10) s ticks, cycled)
+    makes the frame rate variable; `first_pts` (same ticks) shifts every timestamp (muxers
+    shift negative ones back unless `container_options` has ``avoid_negative_ts=disabled``).
     """
     width, height = size
+    ticks = 10 if frame_durations else 1  # finer time base so durations can vary
     margin = (math.ceil(width * 1.15), math.ceil(height * 1.15)) if pan else size
     cuts: list[float] = []
     index = 0
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(video_codec(), rate=fps)
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
+        stream = container.add_stream(codec or video_codec(), rate=fps)
         assert isinstance(stream, VideoStream)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        if stream.codec_context.name == "libx264":
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        time_base = stream.time_base = Fraction(1, fps * ticks)
+        encoder_options: dict[str, str] = {}
+        if stream.codec_context.name in ("libx264", "libx264rgb"):
             # Fast, but with B-frames so decode-order != presentation-order gets exercised.
-            stream.options = {"preset": "ultrafast", "crf": "26", "x264-params": "bframes=2"}
+            params = "bframes=2" + (f":keyint={keyint}:min-keyint={keyint}:scenecut=0" if keyint else "")
+            encoder_options = {"preset": "ultrafast", "crf": "26", "x264-params": params}
+        elif keyint:
+            encoder_options = {"g": str(keyint)}
+        stream.options = encoder_options | (options or {})
         if rotation:
             stream.set_display_rotation(rotation)
         per_image = max(1, round(seconds_each * fps))
+        durations = list(frame_durations or [ticks])
+        pts = first_pts
         for n, image in enumerate(images):
             if n:
-                cuts.append(index / fps)
+                cuts.append((pts - first_pts) / (fps * ticks))
             canvas = resized(image, margin)
             for i in range(per_image):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pan(canvas, size, i / per_image)), "rgb24")
-                frame.pts = index
-                frame.time_base = Fraction(1, fps)
+                frame.pts = pts
+                frame.time_base = time_base  # the muxer may change the stream's
                 container.mux(stream.encode(frame))
+                pts += durations[index % len(durations)]
                 index += 1
         container.mux(stream.encode(None))
     return cuts
@@ -164,6 +184,13 @@ def make_animated_image(
         **extra,
     )
     return [n * frames_each * frame_ms / 1000 for n in range(1, len(images))]
+
+
+def make_cmyk_jpeg(path: str | Path, *, size: tuple[int, int] = (320, 240), name: str = "coffee") -> RGB:
+    """A CMYK JPEG (as print workflows and some cameras write); returns the RGB it was made from."""
+    rgb = resized(photo(name), size)
+    Image.fromarray(rgb).convert("CMYK").save(str(path), format="JPEG", quality=95)
+    return rgb
 
 
 def make_corrupt_file(path: str | Path, kind: str = "garbage", size: int = 64 * 1024) -> None:

@@ -1,5 +1,5 @@
 """Assemble stages into running consumer loops: one stage per process (scale-out) or all
-three in one process (laptop mode)."""
+of them in one process (laptop mode)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Literal
 import structlog
 from redis.asyncio import Redis
 
+from workers.bridge.stage import S3EventsStage
 from workers.caption.backend import make_caption_backend
 from workers.caption.stage import CaptionStage
 from workers.decode.stage import DecodeStage
@@ -21,9 +22,9 @@ from workers.embed.stage import EmbedStage
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
 from workers.runtime.microbatch import engine_thread
-from workers.settings import CaptionSettings, CommonSettings, DecodeSettings, EmbedSettings
+from workers.settings import BridgeSettings, CaptionSettings, CommonSettings, DecodeSettings, EmbedSettings
 
-StageName = Literal["decode", "caption", "embed"]
+StageName = Literal["s3-events", "decode", "caption", "embed"]
 STAGES: tuple[StageName, ...] = ("decode", "caption", "embed")
 
 log = structlog.get_logger("capstream.app")
@@ -51,7 +52,16 @@ class WorkerResources:
         self.engine_executor.shutdown(wait=False, cancel_futures=True)
 
 
+def laptop_stages() -> tuple[StageName, ...]:
+    """What `capstream run` runs: the three stages, plus the event bridge when the store
+    publishes filer events (the local stack turns that on)."""
+    return ("s3-events", *STAGES) if BridgeSettings().s3_events_bridge else STAGES
+
+
 def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
+    if name == "s3-events":
+        bs = BridgeSettings()
+        return StageLoop(S3EventsStage(bs, res.redis(bs.redis_url)), bs, bs.s3_events_group, bs.s3_events_max_in_flight)
     if name == "decode":
         ds = DecodeSettings()
         return StageLoop(DecodeStage(ds, res.redis(ds.redis_url)), ds, ds.decode_group, ds.decode_max_in_flight)

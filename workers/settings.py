@@ -29,7 +29,10 @@ class CommonSettings(BaseSettings):
     max_message_bytes: int = Field(default=1_048_576, description="broker's message.max.bytes")
     session_timeout_ms: int = 10_000
     max_attempts: int = Field(default=3, ge=1, description="tries for transient errors before the DLQ")
-    retry_backoff_s: float = 0.5
+    retry_backoff_s: float = Field(default=0.5, description="first retry delay; doubles per attempt, with jitter")
+    outage_backoff_max_s: float = Field(
+        default=15.0, description="longest wait between tries while Kafka/Redis/a model server is down"
+    )
     drain_timeout_s: float = 60.0
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
@@ -50,11 +53,25 @@ class DecodeSettings(S3Settings):
     presign_expiry_s: int = 3600
     allowed_schemes: str = Field(default="s3", description="comma list of s3,file,http,https")
     max_object_bytes: int = 2 * 1024**3
+    # Event filters (comma lists; empty = no filter). Filtered events are counted, not errors.
+    filter_buckets: str = Field(default="", description="bucket allow-list")
+    filter_key_prefixes: str = Field(default="", description="keys must start with one of these")
+    filter_key_suffixes: str = Field(default="", description="keys must end with one of these (case-insensitive)")
+    filter_content_types: str = Field(default="", description="e.g. video/*,image/jpeg; events without one pass")
+    http_allow_private: bool = Field(
+        default=False, description="let http(s) sources reach loopback/private addresses (never link-local)"
+    )
+    read_timeout_s: float = Field(default=20.0, gt=0, description="connect/read timeout of one media request")
+    read_retries: int = Field(default=3, ge=0, description="reconnects after a network error or HTTP 429/5xx")
     claim_ttl_s: int = 7 * 24 * 3600
+    segment_policy: Literal["scene", "fixed", "keyframe"] = Field(
+        default="scene", description="scene cuts + windows; fixed windows; keyframes only (see README)"
+    )
     max_segment_s: float = 10.0
     min_scene_s: float = 1.0
     scene_threshold: float = 0.35
     sample_fps: float = 1.0
+    min_frames: int = Field(default=1, ge=1, description="frames per segment when it is long enough")
     max_frames: int = 8
     max_pixels: int = 448 * 448
     jpeg_quality: int = 85
@@ -62,7 +79,20 @@ class DecodeSettings(S3Settings):
 
     @property
     def allowed_scheme_set(self) -> frozenset[str]:
-        return frozenset(s.strip() for s in self.allowed_schemes.split(",") if s.strip())
+        return frozenset(comma_list(self.allowed_schemes))
+
+
+def comma_list(value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+class BridgeSettings(S3Settings):
+    """The SeaweedFS event bridge: filer change events -> S3 ObjectCreated notifications."""
+
+    topic_filer_events: str = Field(default="seaweedfs.filer", description="where the filer publishes its events")
+    s3_events_group: str = Field(default="capstream-s3-events", description="consumer group of the bridge")
+    s3_events_max_in_flight: int = Field(default=16, ge=1, description="filer events translated at once")
+    s3_events_bridge: bool = Field(default=False, description="`capstream run` also runs the bridge")
 
 
 class CaptionSettings(CommonSettings):

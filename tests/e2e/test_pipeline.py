@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from schemas.progress import ObjectState
 from schemas.segments import SegmentBatch
 from tests.media_factory import make_corrupt_file, make_image, make_montage_video, make_short_clip, photos
 from workers.cli.submit import Submitted, submit, wait_for
+from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import StackEndpoints
 from workers.offline_profile import offline_env
 from workers.settings import DecodeSettings, S3Settings
@@ -70,24 +70,11 @@ class Workers:
 def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[Workers]:
     """All three stages in one real worker process (`capstream run`), offline CPU models."""
     log_path = tmp_path / "workers.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "run"],
-            env={**os.environ, **offline_env(), "CAPSTREAM_LOG_LEVEL": "INFO"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_worker(["run"], {**os.environ, **offline_env(), "CAPSTREAM_LOG_LEVEL": "INFO"}, log_path)
     try:
         yield Workers(proc, log_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_worker(proc)
         sys.stderr.write(log_path.read_text()[-4000:])
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
 
 from schemas.base import Message
 from schemas.dead_letter import DeadLetter
-from workers.localstack import StackEndpoints
+from workers.localstack import StackEndpoints, free_port, start_redis, stop_process
 from workers.runtime.errors import PermanentError
 from workers.runtime.kafka import dlq_topic, ensure_topics
 from workers.runtime.loop import StageLoop
@@ -202,3 +204,66 @@ async def test_member_joining_mid_run_takes_partitions_without_loss(stack: Stack
     assert second.delivered_ns, "the new member never got a partition"
     assert set(first.delivered_ns) | set(second.delivered_ns) == set(range(60))
     assert await _committed(settings, group, src) == 60
+
+
+class RedisEchoStage(EchoStage):
+    """Records each finished input in Redis, like the real stages' progress markers."""
+
+    def __init__(self, in_topic: str, out_topic: str, redis: Redis) -> None:
+        super().__init__(in_topic, out_topic, delay_s=0.05)
+        self.redis = redis
+
+    async def delivered(self, item: Echo, ctx: RecordContext) -> None:
+        await self.redis.sadd("echo:done", item.n)
+        await super().delivered(item, ctx)
+
+
+async def test_redis_outage_holds_offsets_and_resumes_without_dead_letters(
+    stack: StackEndpoints, unique: str, tmp_path: Path
+) -> None:
+    settings = _settings(stack, retry_backoff_s=0.1, outage_backoff_max_s=0.5)
+    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
+    await ensure_topics(settings, [src, dst, dlq_topic(src)])
+    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(30)])
+    port = free_port()
+    redis_proc = start_redis(tmp_path, port)
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1, socket_connect_timeout=1)
+    await _until(redis.ping)
+    stage = RedisEchoStage(src, dst, redis)
+    loop = StageLoop(stage, settings, group, max_in_flight=4)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        while len(stage.delivered_ns) < 5:  # noqa: ASYNC110 - polling the stage's own counter
+            await asyncio.sleep(0.02)
+        stop_process(redis_proc)  # Redis goes away mid-run
+        await asyncio.sleep(3)
+        stalled_at = len(stage.delivered_ns)
+        assert stalled_at < 30 and loop.metrics.outage_waits > 0
+        assert await _committed(settings, group, src) <= stalled_at
+        redis_proc = start_redis(tmp_path, port)  # back, with its append-only file
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(set(stage.delivered_ns)) < 30:
+            assert asyncio.get_running_loop().time() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    finally:
+        stop.set()
+        stop_process(redis_proc)
+        await redis.aclose()
+    assert loop.metrics.dead_letters == 0
+    assert set(stage.delivered_ns) == set(range(30))
+    assert await _committed(settings, group, src) == 30
+
+
+async def _until(probe: Any, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await probe()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -132,3 +132,143 @@ def test_malformed_events_raise_with_reason(payload: bytes, reason: str) -> None
     with pytest.raises(EventParseError) as info:
         parse_event(payload)
     assert info.value.reason == reason
+
+
+# --- envelopes and the remaining shapes ------------------------------------------------------
+
+S3_JSON = json.dumps(AWS_PUT)
+
+
+def test_aws_multiple_records_each_become_an_object() -> None:
+    second = json.loads(json.dumps(AWS_PUT["Records"][0]))
+    second["s3"]["object"].update(key="b.mov", eTag="abc", sequencer="0055AED6DCD90281E6")
+    second["eventName"] = "ObjectCreated:CompleteMultipartUpload"
+    batch = parse_event({"Records": [AWS_PUT["Records"][0], second]})
+    assert [o.key for o in batch.objects] == ["holiday videos/beach day(1).mp4", "b.mov"]
+    assert batch.objects[1].event_name == "ObjectCreated:CompleteMultipartUpload"
+
+
+def test_sqs_via_kafka_connect_body_string() -> None:
+    # Kafka Connect SQS source connector value: the SQS message with the S3 JSON in body/Body.
+    for field in ("body", "Body"):
+        envelope = {"messageId": "5fea7756", "receiptHandle": "AQEB", field: S3_JSON, "attributes": {}}
+        [obj] = parse_event(json.dumps(envelope)).objects
+        assert obj.uri == "s3://media/holiday videos/beach day(1).mp4" and obj.source == "aws-s3"
+
+
+def test_sqs_batch_records_wrap_events() -> None:
+    sqs = {
+        "Records": [
+            {"messageId": "1", "receiptHandle": "r1", "body": S3_JSON, "eventSource": "aws:sqs"},
+            {
+                "messageId": "2",
+                "receiptHandle": "r2",
+                "body": json.dumps({"Event": "s3:TestEvent"}),
+                "eventSource": "aws:sqs",
+            },
+        ]
+    }
+    batch = parse_event(sqs)
+    assert len(batch.objects) == 1 and batch.ignored == ["s3:TestEvent"]
+
+
+SNS = {
+    "Type": "Notification",
+    "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+    "TopicArn": "arn:aws:sns:us-east-1:123456789012:media-events",
+    "Subject": "Amazon S3 Notification",
+    "Message": S3_JSON,
+    "Timestamp": "2026-11-26T10:00:01.000Z",
+    "SignatureVersion": "1",
+}
+
+
+def test_sns_envelope_and_sns_inside_sqs() -> None:
+    [obj] = parse_event(SNS).objects
+    assert obj.key == "holiday videos/beach day(1).mp4"
+    # S3 -> SNS -> SQS -> Kafka Connect: three envelopes.
+    [nested] = parse_event({"MessageId": "m", "Body": json.dumps(SNS)}).objects
+    assert nested.object_id == obj.object_id
+    lambda_sns = {"Records": [{"EventSource": "aws:sns", "Sns": {"Type": "Notification", "Message": S3_JSON}}]}
+    assert parse_event(lambda_sns).objects[0].object_id == obj.object_id
+
+
+def test_sns_subscription_confirmation_is_ignored() -> None:
+    batch = parse_event({"Type": "SubscriptionConfirmation", "Message": "You have chosen to subscribe", "Token": "t"})
+    assert batch.objects == [] and batch.ignored == ["sns:SubscriptionConfirmation"]
+
+
+def test_kafka_connect_json_converter_payload() -> None:
+    [obj] = parse_event({"schema": {"type": "string"}, "payload": S3_JSON}).objects
+    assert obj.bucket == "media"
+
+
+def test_minio_retention_and_legal_hold_are_ignored() -> None:
+    records = []
+    for name in ("s3:ObjectCreated:PutRetention", "s3:ObjectCreated:PutLegalHold", "s3:ObjectAccessed:Get"):
+        rec = json.loads(json.dumps(AWS_PUT["Records"][0]))
+        rec["eventName"] = name
+        records.append(rec)
+    batch = parse_event({"EventName": "s3:ObjectCreated:PutRetention", "Key": "media/x", "Records": records})
+    assert batch.objects == [] and len(batch.ignored) == 3
+
+
+def test_eventbridge_other_detail_types_are_ignored() -> None:
+    batch = parse_event({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {}})
+    assert batch.objects == [] and batch.ignored == ["Object Deleted"]
+
+
+def test_bridge_notification_round_trips_as_seaweedfs_source() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.events import (
+        SEAWEEDFS_EVENT_SOURCE,
+        S3BucketRef,
+        S3Entity,
+        S3EventNotification,
+        S3EventRecord,
+        S3ObjectRef,
+    )
+
+    note = S3EventNotification(
+        Records=[
+            S3EventRecord(
+                event_source=SEAWEEDFS_EVENT_SOURCE,
+                event_time=datetime(2026, 11, 26, tzinfo=UTC),
+                s3=S3Entity(
+                    bucket=S3BucketRef(name="media", arn="arn:aws:s3:::media"),
+                    object=S3ObjectRef(key="a+b.mp4", size=3, e_tag="e", sequencer="0A", content_type="video/mp4"),
+                ),
+            )
+        ]
+    )
+    wire = json.loads(note.to_bytes())
+    assert wire["Records"][0]["s3"]["object"] == {
+        "key": "a+b.mp4",
+        "size": 3,
+        "eTag": "e",
+        "sequencer": "0A",
+        "contentType": "video/mp4",
+    }
+    [obj] = parse_event(note.to_bytes()).objects
+    assert (obj.key, obj.source, obj.content_type) == ("a b.mp4", "seaweedfs", "video/mp4")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"Type": "Notification", "Message": "not json"}', "malformed_json"),
+        (b'{"body": "[1]"}', "unknown_event_shape"),
+        (b'{"Records": [{"eventSource": "aws:sqs", "receiptHandle": "r", "body": 5}]}', "malformed_record"),
+        (
+            json.dumps(
+                {"body": json.dumps({"body": json.dumps({"body": json.dumps({"body": json.dumps({"body": "{}"})})})})}
+            ).encode(),
+            "unknown_event_shape",
+        ),
+    ],
+)
+def test_malformed_envelopes_raise_with_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(EventParseError) as info:
+        parse_event(payload)
+    assert info.value.reason == reason

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from redis.asyncio import Redis
 
 from workers.cli.inspect import format_report, object_report
 from workers.cli.submit import submit, wait_for
+from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import start_stack, stop_stack
 from workers.offline_profile import offline_env
 from workers.samples import sample_paths
@@ -45,15 +45,7 @@ def cmd_demo(paths: list[Path], as_json: bool, timeout_s: float, keep: bool) -> 
     )
     os.environ.update(endpoints.env())
     worker_log = data_dir / "logs" / "workers.log"
-    worker_log.parent.mkdir(parents=True, exist_ok=True)
-    with worker_log.open("ab") as sink:
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "run"],
-            env={**os.environ, **offline_env()},
-            stdout=sink,
-            stderr=sink,
-            start_new_session=True,
-        )
+    workers = spawn_worker(["run"], {**os.environ, **offline_env()}, worker_log)
     ok = False
     try:
         reports = asyncio.run(_run(media, workers, timeout_s, show=not as_json))
@@ -68,7 +60,7 @@ def cmd_demo(paths: list[Path], as_json: bool, timeout_s: float, keep: bool) -> 
                 f"in {time.monotonic() - started:.1f}s"
             )
     finally:
-        _stop(workers)
+        stop_worker(workers)
         stop_stack(data_dir)
         if ok and not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -104,14 +96,3 @@ async def _run(
         return reports
     finally:
         await redis.aclose()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()

@@ -24,9 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--durable", action="store_true", help="keep Kafka data in the local S3 store")
     sub.add_parser("down", help="stop the local stack")
 
-    run = sub.add_parser("run", help="run all three stages in one process (laptop mode)")
+    run = sub.add_parser(
+        "run", help="run all stages in one process (laptop mode; with the event bridge if the stack has it)"
+    )
     worker = sub.add_parser("worker", help="run one stage (scale-out mode)")
-    worker.add_argument("stage", choices=["decode", "caption", "embed"])
+    worker.add_argument("stage", choices=["s3-events", "decode", "caption", "embed"])
     for p in (run, worker):
         p.add_argument(
             "--offline",
@@ -49,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pe = sub.add_parser("parse-event", help="normalise an event (file or - for stdin)")
     pe.add_argument("source")
+
+    sg = sub.add_parser("segments", help="segments and frame times a file would produce (no Kafka)")
+    sg.add_argument("file", type=Path)
+    sg.add_argument("--json", action="store_true", help="list of {start_s, end_s, reason, frame_pts}")
+
+    dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("refs", nargs="*", help="<dlq topic>/<partition>/<offset> as printed by `dlq list`")
+    dlq.add_argument("--stage", choices=["decode", "caption", "embed"])
+    dlq.add_argument("--reason", help="only dead letters with this reason code")
+    dlq.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run the whole pipeline offline on sample media")
     demo.add_argument("paths", nargs="*", type=Path)
@@ -81,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from workers.cli.inspect import cmd_parse_event
 
         return cmd_parse_event(args.source)
+    if cmd == "segments":
+        from workers.cli.segments import cmd_segments
+
+        return cmd_segments(args.file, args.json)
     if cmd == "demo":
         from workers.cli.demo import cmd_demo
 
@@ -88,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
     use_running_stack()
     if cmd in ("run", "worker"):
-        from workers.app import STAGES, run_stages
+        from workers.app import laptop_stages, run_stages
 
         if args.offline:
             from workers.offline_profile import offline_env
 
             for key, value in offline_env().items():
                 os.environ.setdefault(key, value)
-        asyncio.run(run_stages(STAGES if cmd == "run" else (args.stage,)))
+        asyncio.run(run_stages(laptop_stages() if cmd == "run" else (args.stage,)))
         return 0
     if cmd == "submit":
         return asyncio.run(_submit(args.paths, args.wait, args.timeout))
@@ -103,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from workers.cli.inspect import cmd_status
 
         return asyncio.run(cmd_status(args.object_id, args.json))
+    if cmd == "dlq":
+        from workers.cli.dlq import cmd_dlq
+
+        return asyncio.run(cmd_dlq(args.action, args.refs, args.stage, args.reason, args.json))
     if cmd == "results":
         from workers.cli.inspect import cmd_results
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from schemas.events import parse_event
 from schemas.progress import ObjectProgress
+from workers.bridge.translate import SUBMIT_MARKER
 from workers.runtime.kafka import ensure_topics
 from workers.s3_client import s3_client
 from workers.settings import S3Settings
@@ -81,7 +82,10 @@ async def submit(paths: list[Path], settings: S3Settings) -> list[Submitted]:
         async with s3_client(settings) as s3:
             for path, key in files:
                 body = path.read_bytes()
-                resp = await s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+                # The marker tells the S3 event bridge this upload's event is published here.
+                resp = await s3.put_object(
+                    Bucket=settings.s3_bucket, Key=key, Body=body, Metadata={SUBMIT_MARKER: "published"}
+                )
                 etag = str(resp.get("ETag") or hashlib.md5(body).hexdigest()).strip('"')
                 event = s3_put_event(settings.s3_bucket, key, len(body), etag, settings.s3_region)
                 obj = parse_event(event).objects[0]

@@ -35,10 +35,13 @@ def luma_thumbnail(frame: av.VideoFrame | Image.Image, reformatter: VideoReforma
     if isinstance(frame, Image.Image):
         small = frame.convert("L").resize((THUMB_WIDTH, THUMB_HEIGHT), Image.Resampling.BOX)
         return np.asarray(small, dtype=np.uint8)
-    # AREA averages every source pixel, so thumbnails of a static shot do not flicker the way
-    # point sampling would; one scaler thread because the decoder already uses the cores.
+    # FAST_BILINEAR reads a few source pixels per thumbnail pixel: 40 us per 720p frame and
+    # 44 us per 1080p frame, against 190 / 355 us for AREA (which averages every pixel), i.e.
+    # 2% instead of 10-15% of decoding. On the photo-montage tests it separates cuts (>= 0.48)
+    # from pans (<= 0.07) as well as AREA did (0.49 / 0.06). One scaler thread because the
+    # decoder already uses the cores.
     gray = (reformatter or VideoReformatter()).reformat(
-        frame, width=THUMB_WIDTH, height=THUMB_HEIGHT, format="gray", interpolation="AREA", threads=1
+        frame, width=THUMB_WIDTH, height=THUMB_HEIGHT, format="gray", interpolation="FAST_BILINEAR", threads=1
     )
     return np.asarray(gray.to_ndarray(), dtype=np.uint8)
 

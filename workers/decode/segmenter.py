@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from io import BytesIO
 from itertools import chain
 from typing import Final, Literal
@@ -35,9 +36,13 @@ from workers.decode.frames import (
     target_size,
     uniform_indices,
 )
+from workers.decode.packets import FeedMode, PacketFeed
 from workers.decode.scenes import CutDetector
 
 log = structlog.get_logger(__name__)
+
+SegmentMode = Literal["scene", "fixed", "keyframe"]
+SEGMENT_MODES: Final[tuple[str, ...]] = ("scene", "fixed", "keyframe")
 
 MediaErrorReason = Literal[
     "corrupt_media", "no_video_stream", "unsupported_media", "media_too_long", "resolution_too_large"
@@ -83,12 +88,19 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class SegmentPolicy:
-    """How media is cut into segments and how each segment's frames are sampled and encoded."""
+    """How media is cut into segments and how each segment's frames are sampled and encoded.
 
+    `mode`: "scene" looks at every frame for hard cuts (plus `max_segment_s` windows); "fixed"
+    cuts windows only and decodes just the GOPs that hold a sampled frame; "keyframe" decodes
+    keyframes only (windows, frames sampled among keyframes), for long media.
+    """
+
+    mode: SegmentMode = "scene"
     max_segment_s: float = 10.0  # fixed window when no cut happens
     min_scene_s: float = 1.0  # no cut closer than this to the segment start
     scene_threshold: float = 0.35  # luma-histogram distance that counts as a cut; 0 disables cuts
     sample_fps: float = 1.0  # frames chosen per second of segment
+    min_frames: int = 1  # per segment, by sampling between grid points when it is short
     max_frames: int = 8  # per segment (uniformly thinned if more)
     max_pixels: int = 448 * 448  # per frame after resize; sides multiples of 32, aspect kept
     jpeg_quality: int = 85
@@ -96,6 +108,10 @@ class SegmentPolicy:
     max_duration_s: float = 4 * 3600
     max_source_pixels: int = 8192 * 8192
     decode_threads: int = 0  # FFmpeg decoder threads per media; 0 lets FFmpeg choose
+
+    @property
+    def detects_cuts(self) -> bool:
+        return self.mode == "scene" and self.scene_threshold > 0.0
 
     def __post_init__(self) -> None:
         problems = [
@@ -105,6 +121,8 @@ class SegmentPolicy:
                 ("min_scene_s", self.min_scene_s >= 0),
                 ("scene_threshold", 0.0 <= self.scene_threshold <= 1.0),
                 ("sample_fps", self.sample_fps > 0),
+                ("mode", self.mode in SEGMENT_MODES),
+                ("min_frames", 1 <= self.min_frames <= self.max_frames),
                 ("max_frames", self.max_frames >= 1),
                 ("max_pixels", self.max_pixels >= 32 * 32),
                 ("jpeg_quality", 1 <= self.jpeg_quality <= 100),
@@ -324,16 +342,18 @@ def _timed_frames(
     """
     rate = stream.average_rate or stream.guessed_rate
     default_dt = 1.0 / float(rate) if rate and rate > 0 else 1.0 / _DEFAULT_FPS
-    origin = container.start_time / av.time_base if container.start_time is not None else None
+    origin = _origin_s(container)
     offset = 0.0
     backwards = 0
     reset_after = max(8, round(_PTS_RESET_S / default_dt))
     previous: _Decoded | None = None
+    # A float, not the Fraction PyAV returns: Fraction arithmetic per frame cost ~10% of decoding.
+    stream_time_base = float(stream.time_base) if stream.time_base else None
     for frame in _decode_packets(stream, packets, stats):
-        time_base = frame.time_base or stream.time_base
+        time_base = stream_time_base if stream_time_base is not None else _float_or_none(frame.time_base)
         t: float | None = None
         if frame.pts is not None and time_base is not None:
-            raw = float(frame.pts * time_base)
+            raw = frame.pts * time_base
             if origin is None:
                 origin = raw
             t = raw - origin + offset
@@ -349,11 +369,26 @@ def _timed_frames(
             offset += previous.t + previous.duration - t
             t = previous.t + previous.duration
         backwards = 0
-        duration = float(frame.duration * time_base) if frame.duration and time_base is not None else 0.0
+        duration = frame.duration * time_base if frame.duration and time_base is not None else 0.0
         current = _Decoded(t, duration if duration > 0 else default_dt, frame, normalize_rotation(frame.rotation))
         stats.frames += 1
         yield current
         previous = current
+
+
+def _float_or_none(value: Fraction | None) -> float | None:
+    return float(value) if value else None
+
+
+def _feed_mode(policy: SegmentPolicy, codec: str) -> FeedMode:
+    # A GIF has one keyframe (later frames patch the canvas); animations are short anyway.
+    if policy.mode == "keyframe" and codec != "gif":
+        return "keyframes"
+    return "dense" if policy.detects_cuts else "sparse"
+
+
+def _origin_s(container: InputContainer) -> float | None:
+    return container.start_time / av.time_base if container.start_time is not None else None
 
 
 def _is_animated_webp(data: bytes) -> bool:
@@ -387,28 +422,56 @@ def _pillow_frames(image: Image.Image, shown: str, stats: _Stats) -> Iterator[_D
 
 
 class _OpenSegment:
-    """Samples of the segment being built: the first frame, then one per sampling interval."""
+    """Samples of the segment being built: the first frame at or after each grid point
+    start + k / sample_fps.
+
+    Until the segment holds `min_frames` samples, frames at the points of a finer grid (the
+    interval over the next power of two >= min_frames) are kept as spares, so a segment too
+    short for `min_frames` grid samples still gets them, spread over its length.
+    """
 
     def __init__(self, index: int, start_s: float, policy: SegmentPolicy) -> None:
         self.index = index
         self.start_s = start_s
         self.interval = 1.0 / policy.sample_fps
+        self.min_frames = policy.min_frames
+        self.spare_interval = self.interval / (1 << (policy.min_frames - 1).bit_length())
         self.next_sample_s = start_s
+        self.next_spare_s = start_s
         # Twice the final count is enough to thin uniformly without holding a long segment.
         self.capacity = 2 * policy.max_frames
         self.samples: list[tuple[float, Image.Image]] = []
+        self.spares: list[tuple[float, Image.Image]] = []
+
+    @property
+    def short(self) -> bool:
+        return len(self.samples) < self.min_frames
+
+    @property
+    def next_wanted_s(self) -> float:
+        """Time of the next frame this segment would keep."""
+        return min(self.next_sample_s, self.next_spare_s) if self.short else self.next_sample_s
 
     def wants(self, t: float) -> bool:
-        return t >= self.next_sample_s - _EPS
+        return t >= self.next_wanted_s - _EPS
 
     def add(self, t: float, image: Image.Image) -> None:
-        self.samples.append((t, image))
-        if len(self.samples) > self.capacity:
-            # Halve the density and keep the grid, so the kept samples stay evenly spaced.
-            self.samples = self.samples[::2]
-            self.interval *= 2
-        steps = math.floor((t - self.start_s) / self.interval + _EPS) + 1
-        self.next_sample_s = self.start_s + steps * self.interval
+        if t >= self.next_sample_s - _EPS:
+            self.samples.append((t, image))
+            if len(self.samples) > self.capacity:
+                # Halve the density and keep the grid, so the kept samples stay evenly spaced.
+                self.samples = self.samples[::2]
+                self.interval *= 2
+            steps = math.floor((t - self.start_s) / self.interval + _EPS) + 1
+            self.next_sample_s = self.start_s + steps * self.interval
+            if not self.short:
+                self.spares.clear()
+        else:
+            self.spares.append((t, image))
+            if len(self.spares) > self.capacity:
+                self.spares = self.spares[::2]
+        steps = math.floor((t - self.start_s) / self.spare_interval + _EPS) + 1
+        self.next_spare_s = self.start_s + steps * self.spare_interval
 
     def close(
         self,
@@ -417,7 +480,11 @@ class _OpenSegment:
         policy: SegmentPolicy,
         start_s: float | None = None,
     ) -> DecodedSegment:
-        chosen = [self.samples[i] for i in uniform_indices(len(self.samples), policy.max_frames)]
+        chosen = self.samples
+        if self.short and self.spares:
+            pool = sorted(self.samples + self.spares, key=lambda sample: sample[0])
+            chosen = [pool[i] for i in uniform_indices(len(pool), self.min_frames)]
+        chosen = [chosen[i] for i in uniform_indices(len(chosen), policy.max_frames)]
         encoded = encode_within_budget(chosen, policy.jpeg_quality, policy.max_segment_bytes)
         frames = tuple(SegmentFrame(i, _round_time(f.pts_s), f.width, f.height, f.jpeg) for i, f in enumerate(encoded))
         start = self.start_s if start_s is None else start_s
@@ -430,9 +497,14 @@ def _round_time(t: float) -> float:
 
 
 def _segments(
-    frames: Iterable[_Decoded], policy: SegmentPolicy, info: MediaInfo, shown: str, stats: _Stats
+    frames: Iterable[_Decoded],
+    policy: SegmentPolicy,
+    info: MediaInfo,
+    shown: str,
+    stats: _Stats,
+    feed: PacketFeed | None = None,
 ) -> Iterator[DecodedSegment]:
-    detector = CutDetector(policy.scene_threshold)
+    detector = CutDetector(policy.scene_threshold if policy.detects_cuts else 0.0)
     reformatter = VideoReformatter()
     sizes: dict[tuple[int, int, int], tuple[int, int]] = {}
     current: _OpenSegment | None = None
@@ -471,6 +543,10 @@ def _segments(
                 raise MediaError("unsupported_media", f"{shown}: cannot convert frame ({exc})") from exc
             current.add(item.t, image)
         last = item
+        if feed is not None:
+            # The first frame at or after either time is the next one that matters: a sample,
+            # or the frame that opens the next window.
+            feed.wanted_s = min(current.next_wanted_s, current.start_s + policy.max_segment_s)
     if current is None or last is None:
         detail = f"; {stats.decode_errors} packet(s) failed, first: {stats.first_error}" if stats.decode_errors else ""
         raise MediaError(
@@ -479,8 +555,11 @@ def _segments(
         )
     if info.kind == "image" and stats.frames == 1:
         yield current.close(0.0, "end", policy, start_s=0.0)
-    else:
-        yield current.close(last.t + last.duration, "end", policy)
+        return
+    end_s = last.t + last.duration
+    if feed is not None and feed.mode != "dense":
+        end_s = max(end_s, feed.end_s)  # the frames after the last wanted one were not decoded
+    yield current.close(end_s, "end", policy)
 
 
 def decode_segments(
@@ -502,6 +581,7 @@ def decode_segments(
     started = time.perf_counter()
     stats = _Stats()
     segments = 0
+    feed: PacketFeed | None = None
     container = open_media(source, options=options, timeout_s=timeout_s)
     try:
         stream = select_video_stream(container, source)
@@ -525,8 +605,12 @@ def decode_segments(
             stream.thread_type = "AUTO"  # frame + slice threading; must be set before the first decode
             if policy.decode_threads:
                 stream.codec_context.thread_count = policy.decode_threads
-            frames = _timed_frames(container, stream, packets, stats)
-        for segment in _segments(frames, policy, info, shown, stats):
+            feed = PacketFeed(packets, _feed_mode(policy, info.codec), _origin_s(container))
+            if feed.mode == "keyframes":
+                # The decoder drops non-key packets too (some demuxers flag more than IDR frames).
+                stream.codec_context.skip_frame = "NONKEY"
+            frames = _timed_frames(container, stream, feed, stats)
+        for segment in _segments(frames, policy, info, shown, stats, feed):
             segments += 1
             yield segment
     except av.error.InvalidDataError as exc:
@@ -546,6 +630,7 @@ def decode_segments(
             "media_decoded",
             source=shown,
             frames=stats.frames,
+            packets_skipped=feed.skipped if feed is not None else 0,
             segments=segments,
             seconds=round(time.perf_counter() - started, 3),
         )

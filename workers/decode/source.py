@@ -1,9 +1,16 @@
-"""Where the decoder reads an object from: a presigned S3 URL PyAV streams with range
-requests, or (when allowed by config) a local file or an HTTP(S) URL."""
+"""Where the decoder reads an object from: a presigned S3 URL PyAV streams with bounded range
+requests, or (when allowed by config) a local file or an HTTP(S) URL.
+
+Nothing is downloaded here: FFmpeg reads the URL itself, 256 KiB per range request, so memory
+stays bounded and a seek fetches only what it needs. Credentials come from the standard AWS
+chain; the presigned URL carries the access key id and a signature, so it is never logged.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,6 +27,13 @@ log = structlog.get_logger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
+
+# Cloud instance-metadata endpoints: an event payload must never make the worker fetch its
+# own credentials. Link-local ranges (169.254/16, fe80::/10) are refused as a whole.
+_METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"})
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
 
 
 class ObjectSource:
@@ -56,7 +70,45 @@ class ObjectSource:
                 raise PermanentError("object_not_found", f"no such file: {path}", object_id=event.object_id)
             self._check_size(event, size)
             return str(path)
+        await self._check_host(event)
         return event.uri
+
+    def ffmpeg_options(self, location: str) -> dict[str, str]:
+        """FFmpeg protocol options for ``location``: reconnect on transient network/HTTP
+        errors (each retry is a range request from where reading stopped)."""
+        if not location.startswith(("http://", "https://")):
+            return {}
+        retries = self._settings.read_retries
+        if retries == 0:
+            return {"reconnect": "0"}
+        return {
+            "reconnect": "1",
+            "reconnect_on_network_error": "1",
+            "reconnect_on_http_error": "429,5xx",
+            "reconnect_max_retries": str(retries),
+            "reconnect_delay_max": "8",
+        }
+
+    async def _check_host(self, event: ObjectCreated) -> None:
+        """Refuse http(s) sources that point at metadata, link-local or (unless allowed)
+        loopback/private addresses: event payloads are untrusted input."""
+        host = (urlsplit(event.uri).hostname or "").lower()
+        if not host:
+            raise PermanentError("address_not_allowed", f"{event.uri!r} has no host", object_id=event.object_id)
+        if host in _METADATA_HOSTS:
+            raise PermanentError("address_not_allowed", f"{host} is a metadata endpoint", object_id=event.object_id)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise PermanentError(
+                "object_not_found", f"cannot resolve {host}: {exc.strerror}", object_id=event.object_id
+            ) from exc
+        for info in infos:
+            reason = address_refusal(str(info[4][0]), allow_private=self._settings.http_allow_private)
+            if reason:
+                raise PermanentError(
+                    "address_not_allowed", f"{host} resolves to {info[4][0]} ({reason})", object_id=event.object_id
+                )
 
     async def _presign(self, event: ObjectCreated) -> str:
         assert event.bucket and event.key and self._client is not None
@@ -93,6 +145,26 @@ class ObjectSource:
             )
         if size == 0:
             raise PermanentError("empty_object", f"{event.uri} is empty", object_id=event.object_id)
+
+
+def address_refusal(address: str, *, allow_private: bool) -> str | None:
+    """Why an http(s) source may not be fetched from ``address``, or None if it may.
+
+    FFmpeg resolves the host again and follows redirects itself, so this check stops event
+    payloads naming bad hosts, not a DNS server or web server that is hostile on purpose.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA_ADDRESSES:
+        return "metadata endpoint"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "not a unicast host"
+    if not allow_private and (ip.is_loopback or ip.is_private):
+        return "private address; CAPSTREAM_HTTP_ALLOW_PRIVATE=true allows it"
+    return None
 
 
 def _file_size(path: Path) -> int | None:

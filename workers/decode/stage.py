@@ -12,7 +12,9 @@ from redis.asyncio import Redis
 from schemas.dead_letter import DeadLetter
 from schemas.events import EventBatch, EventParseError, ObjectCreated, parse_event
 from schemas.ids import segment_id
+from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
+from workers.decode.filters import EventFilter
 from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
 from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
@@ -20,7 +22,15 @@ from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import PermanentError
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import DecodeSettings
-from workers.state import ClaimOutcome, ClaimStore, ProgressStore, RedisKeys
+from workers.state import (
+    ClaimOutcome,
+    ClaimStore,
+    EventCounts,
+    ProgressStore,
+    RedisKeys,
+    SequencerOutcome,
+    SequencerStore,
+)
 
 # JSON carries frames as base64 (4/3 larger) plus a few hundred bytes of fields per frame.
 _ENVELOPE_BYTES = 16 * 1024
@@ -28,10 +38,12 @@ _ENVELOPE_BYTES = 16 * 1024
 
 def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
     return SegmentPolicy(
+        mode=settings.segment_policy,
         max_segment_s=settings.max_segment_s,
         min_scene_s=settings.min_scene_s,
         scene_threshold=settings.scene_threshold,
         sample_fps=settings.sample_fps,
+        min_frames=settings.min_frames,
         max_frames=settings.max_frames,
         max_pixels=settings.max_pixels,
         jpeg_quality=settings.jpeg_quality,
@@ -57,6 +69,9 @@ class DecodeStage(Stage[EventBatch]):
         self.output_topics = (settings.topic_segments,)
         keys = RedisKeys(settings.key_prefix)
         self.claims = ClaimStore(redis, keys, settings.claim_ttl_s)
+        self.sequencers = SequencerStore(redis, keys, settings.claim_ttl_s)
+        self.counts = EventCounts(redis, keys, self.name)
+        self.filter = EventFilter.from_settings(settings)
         self.progress = ProgressStore(redis, keys)
         self.source = ObjectSource(settings)
         self.policy = segment_policy(settings)
@@ -82,12 +97,29 @@ class DecodeStage(Stage[EventBatch]):
         outcome = self._outcomes[ctx.owner] = _RecordOutcome()  # a retry starts over
         for name in item.ignored:
             ctx.log.info("event_ignored", event_name=name)
+            await self.counts.add(f"ignored:{name}")
         for obj in item.objects:
             log = ctx.log.bind(object_id=obj.object_id, uri=obj.uri)
+            if (rejected_by := self.filter.rejects(obj)) is not None:
+                log.info("event_filtered", filter=rejected_by, size=obj.size, content_type=obj.content_type)
+                await self.counts.add(f"filtered:{rejected_by}")
+                continue
+            if obj.bucket and obj.key and obj.sequencer:
+                order = await self.sequencers.advance(obj.bucket, obj.key, obj.sequencer)
+                if order is SequencerOutcome.STALE:
+                    log.info("stale_event_skipped", sequencer=obj.sequencer)
+                    await self.counts.add("stale")
+                    continue
             claim = await self.claims.claim(obj.object_id, ctx.owner)
             if claim is ClaimOutcome.DUPLICATE:
                 log.info("duplicate_event_skipped")
+                await self.counts.add("duplicate")
                 continue
+            if claim is ClaimOutcome.RECLAIMED and await self._already_failed(obj.object_id):
+                # Redelivered after its dead letter was written: one dead letter per object.
+                log.info("already_dead_lettered_skipped")
+                continue
+            await self.counts.add("accepted")
             await self.progress.start(obj.object_id, obj.uri)
             log.info("decode_started", claim=claim.value, size=obj.size)
             ids: list[str] = []
@@ -111,22 +143,31 @@ class DecodeStage(Stage[EventBatch]):
             outcome.decoded[obj.object_id] = ids
             log.info("decode_finished", segments=len(ids))
 
+    async def _already_failed(self, object_id: str) -> bool:
+        progress = await self.progress.get(object_id)
+        return progress is not None and progress.state is ObjectState.FAILED
+
     async def _segments(self, obj: ObjectCreated) -> AsyncIterator[DecodedSegment]:
         location = await self.source.resolve(obj)
+        options = self.source.ffmpeg_options(location)
+        timeout_s = self.settings.read_timeout_s
         try:
-            async for segment in iterate_in_thread(lambda: decode_segments(location, self.policy), self._executor):
+            async for segment in iterate_in_thread(
+                lambda: decode_segments(location, self.policy, options=options, timeout_s=timeout_s), self._executor
+            ):
                 yield segment
         except MediaError as exc:
             raise PermanentError(exc.reason, str(exc), object_id=obj.object_id) from exc
 
     async def delivered(self, item: EventBatch, ctx: RecordContext) -> None:
-        outcome = self._outcomes.pop(ctx.owner, _RecordOutcome())
+        outcome = self._outcomes.get(ctx.owner, _RecordOutcome())
         for object_id, ids in outcome.decoded.items():
             for sid in ids:
                 await self.progress.mark("decoded", object_id, sid)
             await self.progress.set_total(object_id, len(ids))
         for object_id, error in outcome.failed.items():
             await self.progress.fail(object_id, error)
+        self._outcomes.pop(ctx.owner, None)  # only now: a Redis outage above retries this hook
 
     async def dead_lettered(self, item: EventBatch | None, letter: DeadLetter, ctx: RecordContext) -> None:
         self._outcomes.pop(ctx.owner, None)

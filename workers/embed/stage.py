@@ -57,11 +57,12 @@ class EmbedStage(ModelStage[Caption]):
         yield Output(self.settings.topic_embeddings, item.object_id, embedding)
 
     async def delivered(self, item: Caption, ctx: RecordContext) -> None:
-        embedding = self._embedded.pop(ctx.owner, None)
+        embedding = self._embedded.get(ctx.owner)
         if embedding is not None:
             # Result row before the counter, so an object is never 'done' with a missing row.
             await self.results.put(embedding)
         await self.progress.mark("embedded", item.object_id, item.segment_id)
+        self._embedded.pop(ctx.owner, None)  # only now: a Redis outage above retries this hook
 
     async def dead_lettered(self, item: Caption | None, letter: DeadLetter, ctx: RecordContext) -> None:
         self._embedded.pop(ctx.owner, None)

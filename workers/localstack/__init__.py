@@ -2,11 +2,13 @@
 
 from workers.localstack.binaries import BinaryNotFoundError, find_redis_server, find_tansu, find_weed
 from workers.localstack.stack import (
+    FILER_EVENTS_TOPIC,
     MEMORY_ENGINE,
     ManagedProcess,
     Service,
     StackEndpoints,
     StackError,
+    configure_filer_events,
     free_port,
     is_process_alive,
     kafka_metadata_brokers,
@@ -28,12 +30,14 @@ from workers.localstack.stack import (
 )
 
 __all__ = [
+    "FILER_EVENTS_TOPIC",
     "MEMORY_ENGINE",
     "BinaryNotFoundError",
     "ManagedProcess",
     "Service",
     "StackEndpoints",
     "StackError",
+    "configure_filer_events",
     "find_redis_server",
     "find_tansu",
     "find_weed",

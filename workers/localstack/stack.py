@@ -8,6 +8,12 @@ Startup order: SeaweedFS and Redis start together; the broker starts at once wit
 engine, or - with ``durable_kafka=True`` - after the S3 bucket ``<bucket>-kafka`` exists, since
 Tansu's ``s3://`` engine keeps topics, messages and committed offsets there.
 
+S3 events (``s3_events=True``, the default with the memory engine): SeaweedFS's filer publishes
+every change to the topic ``FILER_EVENTS_TOPIC`` (``notification.toml`` in its working
+directory), and ``capstream run`` bridges those into S3 ObjectCreated events. weed exits at
+start when that broker is unreachable, so the broker starts and answers first. The durable
+engine stores the broker in SeaweedFS itself - a cycle - so durable stacks have no S3 events.
+
 Readiness is checked synchronously (raw Kafka Metadata request, Redis PING, botocore
 CreateBucket), so these functions can be called from sync code and from inside a running
 event loop alike.
@@ -42,12 +48,14 @@ from pydantic import BaseModel, Field
 from workers.localstack.binaries import BinaryNotFoundError, find_redis_server, find_tansu, find_weed
 
 __all__ = [
+    "FILER_EVENTS_TOPIC",
     "HOST",
     "MEMORY_ENGINE",
     "ManagedProcess",
     "Service",
     "StackEndpoints",
     "StackError",
+    "configure_filer_events",
     "free_port",
     "is_process_alive",
     "kafka_metadata_brokers",
@@ -74,6 +82,8 @@ HOST = "127.0.0.1"
 MEMORY_ENGINE = "memory://tansu/"
 REGION = "us-east-1"
 STACK_FILE = "stack.json"
+FILER_EVENTS_TOPIC = "seaweedfs.filer"
+NOTIFICATION_FILE = "notification.toml"
 CREDENTIALS_FILE = "s3-credentials.json"
 
 Service = Literal["kafka", "redis", "s3"]
@@ -123,10 +133,11 @@ class StackEndpoints(BaseModel):
     # Extra facts needed to restart a single service exactly as it was.
     ports: dict[str, int] = Field(default_factory=dict)
     kafka_storage_engine: str = MEMORY_ENGINE
+    filer_events_topic: str | None = Field(default=None, description="set when SeaweedFS publishes filer events")
 
     def env(self) -> dict[str, str]:
         """Environment variables the workers read to reach this stack."""
-        return {
+        env = {
             "CAPSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "CAPSTREAM_REDIS_URL": self.redis_url,
             "CAPSTREAM_S3_ENDPOINT_URL": self.s3_endpoint_url,
@@ -135,6 +146,10 @@ class StackEndpoints(BaseModel):
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
             "AWS_DEFAULT_REGION": REGION,
         }
+        if self.filer_events_topic:
+            env["CAPSTREAM_TOPIC_FILER_EVENTS"] = self.filer_events_topic
+            env["CAPSTREAM_S3_EVENTS_BRIDGE"] = "true"
+        return env
 
     @property
     def durable_kafka(self) -> bool:
@@ -399,7 +414,8 @@ def start_tansu(
 
 
 def start_redis(data_dir: Path, port: int) -> ManagedProcess:
-    """Start a throwaway redis-server on 127.0.0.1:``port`` without persistence."""
+    """Start redis-server on 127.0.0.1:``port`` with an append-only file (fsync every second),
+    so a restart keeps claims and progress, as capstream's production Redis should."""
     try:
         binary = find_redis_server()
     except BinaryNotFoundError as exc:
@@ -415,7 +431,9 @@ def start_redis(data_dir: Path, port: int) -> ManagedProcess:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
         "--dir",
         str(redis_dir),
         "--daemonize",
@@ -499,6 +517,26 @@ def start_seaweedfs(
         env=env,
         cwd=s3_dir,
         ports=all_ports,
+    )
+
+
+def configure_filer_events(s3_dir: Path, kafka_bootstrap: str | None, topic: str = FILER_EVENTS_TOPIC) -> None:
+    """Write (or, with ``kafka_bootstrap=None``, remove) the ``notification.toml`` that makes
+    weed's filer publish its change events to Kafka. weed reads it from its working directory
+    at start; its Kafka client exits weed if the broker cannot be reached then."""
+    path = Path(s3_dir) / NOTIFICATION_FILE
+    if kafka_bootstrap is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# written by capstream's local stack: filer change events -> Kafka\n"
+        "[notification.kafka]\n"
+        "enabled = true\n"
+        f"hosts = [{json.dumps(kafka_bootstrap)}]\n"
+        f"topic = {json.dumps(topic)}\n"
+        'offsetFile = "./last.offset"\n'
+        "offsetSaveIntervalSeconds = 10\n"
     )
 
 
@@ -744,9 +782,13 @@ def start_stack(
     redis_port: int | None = None,
     s3_port: int | None = None,
     durable_kafka: bool = False,
+    s3_events: bool = True,
     timeout: float = 60.0,
 ) -> StackEndpoints:
     """Start broker, Redis and SeaweedFS for ``data_dir``, wait until all are ready, write stack.json.
+
+    ``s3_events``: SeaweedFS publishes filer events to the broker (ignored with ``durable_kafka``,
+    see the module docstring).
 
     Raises :class:`StackError` (after stopping whatever it started) if anything fails, or if
     a stack is already running in ``data_dir``.
@@ -778,8 +820,19 @@ def start_stack(
     kafka_bucket = f"{bucket}-kafka"
     storage_engine = f"s3://{kafka_bucket}/" if durable_kafka else MEMORY_ENGINE
 
+    bootstrap = f"{HOST}:{kafka_port}"
+    filer_topic = FILER_EVENTS_TOPIC if s3_events and not durable_kafka else None
+    if s3_events and durable_kafka:
+        log.warning("localstack.s3_events_off", reason="the durable broker lives in SeaweedFS itself")
+    configure_filer_events(data_dir / "s3", bootstrap if filer_topic else None)
+
     started: list[ManagedProcess] = []
     try:
+        tansu: ManagedProcess | None = None
+        if filer_topic:
+            tansu = start_tansu(data_dir, kafka_port)
+            started.append(tansu)
+            wait_for_kafka(bootstrap, timeout=timeout, process=tansu)
         weed = start_seaweedfs(
             data_dir,
             s3_port,
@@ -791,8 +844,7 @@ def start_stack(
         started.append(weed)
         redis_proc = start_redis(data_dir, redis_port)
         started.append(redis_proc)
-        tansu: ManagedProcess | None = None
-        if not durable_kafka:
+        if tansu is None and not durable_kafka:
             tansu = start_tansu(data_dir, kafka_port)
             started.append(tansu)
         buckets = [bucket, kafka_bucket] if durable_kafka else [bucket]
@@ -807,7 +859,6 @@ def start_stack(
                 s3_secret_key=secret_key,
             )
             started.append(tansu)
-        bootstrap = f"{HOST}:{kafka_port}"
         redis_url = f"redis://{HOST}:{redis_port}/0"
         wait_for_redis(redis_url, timeout=timeout, process=redis_proc)
         wait_for_kafka(bootstrap, timeout=timeout, process=tansu)
@@ -836,6 +887,7 @@ def start_stack(
         pids={"kafka": tansu.pid, "redis": redis_proc.pid, "s3": weed.pid},
         ports=ports,
         kafka_storage_engine=storage_engine,
+        filer_events_topic=filer_topic,
     )
     _write_stack(endpoints)
     log.info(

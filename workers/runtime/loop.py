@@ -10,7 +10,6 @@ in-flight records and commit before letting go.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generic
@@ -22,6 +21,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from schemas.dead_letter import DeadLetter, ErrorKind
 from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import FatalWorkerError, PermanentError
+from workers.runtime.failures import Failure, backoff_s, classify
 from workers.runtime.kafka import make_consumer, make_producer
 from workers.runtime.offsets import PartitionOffsets
 from workers.runtime.stage import In, Output, RecordContext, Stage
@@ -36,6 +36,7 @@ class LoopMetrics:
     records: int = 0
     outputs: int = 0
     retries: int = 0
+    outage_waits: int = 0
     dead_letters: int = 0
     commits: int = 0
     pauses: int = 0
@@ -130,29 +131,44 @@ class StageLoop(Generic[In]):
         log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
         self.metrics.records += 1
         attempt = 0
+        outages = 0
         item: In | None = None
+        outputs_acked = False
         while True:
             attempt += 1
             ctx = RecordContext(tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log)
             try:
                 item = self.stage.parse(ctx.value)
-                await self._deliver(self.stage.process(item, ctx))
+                if not outputs_acked:  # after an outage in `delivered`, do not redo the work
+                    await self._deliver(self.stage.process(item, ctx))
+                    outputs_acked = True
                 await self.stage.delivered(item, ctx)
-                break
-            except PermanentError as exc:
-                await self._dead_letter(item, ctx, exc, kind="permanent")
                 break
             except FatalWorkerError:
                 raise
             except Exception as exc:
-                if attempt >= self.settings.max_attempts:
-                    await self._dead_letter(item, ctx, exc, kind="transient_exhausted")
+                failure = classify(exc)
+                error = f"{type(exc).__name__}: {exc}"
+                if failure is Failure.UNAVAILABLE:
+                    # Not the record's fault: do not spend its attempts, do not dead-letter it.
+                    attempt -= 1
+                    outages += 1
+                    self.metrics.outage_waits += 1
+                    delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
+                    log.warning("dependency_unavailable", error=error, wait_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    continue
+                if failure is Failure.PERMANENT or attempt >= self.settings.max_attempts:
+                    kind: ErrorKind = "permanent" if failure is Failure.PERMANENT else "transient_exhausted"
+                    await self._dead_letter(item, ctx, exc, kind)
                     break
                 self.metrics.retries += 1
-                delay = self.settings.retry_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
-                log.warning("retrying", attempt=attempt, error=f"{type(exc).__name__}: {exc}", delay_s=round(delay, 3))
+                delay = backoff_s(self.settings.retry_backoff_s, attempt, self.settings.outage_backoff_max_s)
+                log.warning("retrying", attempt=attempt, error=error, delay_s=round(delay, 3))
                 await asyncio.sleep(delay)
-        self._offsets[tp].finish(record.offset)
+        offsets = self._offsets.get(tp)
+        if offsets is not None:  # None: the partition was revoked and this record will be redelivered
+            offsets.finish(record.offset)
 
     async def _deliver(self, outputs: Any) -> None:
         pending: list[asyncio.Future[Any]] = []
@@ -169,15 +185,32 @@ class StageLoop(Generic[In]):
         return fut
 
     async def _dead_letter(self, item: In | None, ctx: RecordContext, exc: Exception, kind: ErrorKind) -> None:
+        """Publish the dead letter and mark the object failed; waits out broker/Redis outages
+        (a record is only finished once its dead letter is acknowledged)."""
         out = dead_letter_for(
             self.stage.name, ctx, exc, kind, object_id=None if isinstance(exc, PermanentError) else ctx.key
         )
-        try:
-            await (await self._send(out))
-        except KafkaError as send_exc:
-            raise FatalWorkerError(f"cannot write dead letter: {send_exc}") from send_exc
         letter = out.value
         assert isinstance(letter, DeadLetter)
+        outages = 0
+        while True:
+            try:
+                await (await self._send(out))
+                await self.stage.dead_lettered(item, letter, ctx)
+                break
+            except Exception as send_exc:
+                if classify(send_exc) is not Failure.UNAVAILABLE:
+                    raise FatalWorkerError(f"cannot record dead letter: {send_exc}") from send_exc
+                outages += 1
+                self.metrics.outage_waits += 1
+                delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
+                ctx.log.warning(
+                    "dependency_unavailable",
+                    error=f"{type(send_exc).__name__}: {send_exc}",
+                    wait_s=round(delay, 2),
+                    while_="dead_lettering",
+                )
+                await asyncio.sleep(delay)
         self.metrics.dead_letters += 1
         ctx.log.error(
             "dead_lettered",
@@ -188,7 +221,6 @@ class StageLoop(Generic[In]):
             object_id=letter.object_id,
             segment_id=letter.segment_id,
         )
-        await self.stage.dead_lettered(item, letter, ctx)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         """Drain in-flight records of these partitions and commit them (revocation/shutdown)."""
@@ -238,6 +270,7 @@ class StageLoop(Generic[In]):
             records=m.records,
             outputs=m.outputs,
             retries=m.retries,
+            outage_waits=m.outage_waits,
             dead_letters=m.dead_letters,
             commits=m.commits,
             pauses=m.pauses,

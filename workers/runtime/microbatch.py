@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from workers.runtime.errors import FatalWorkerError
+
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
@@ -23,10 +25,24 @@ def engine_thread(name: str = "vllm-engine") -> ThreadPoolExecutor:
 
 
 class MicroBatcher(Generic[Req, Res]):
-    def __init__(self, run_batch: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int, executor: Executor) -> None:
+    """Batches requests for a blocking engine. A failed batch fails its requests (the loop
+    retries them, then dead-letters a poison input); ``max_consecutive_failures`` failed
+    batches in a row mean the engine itself is broken: every caller then gets
+    FatalWorkerError, the worker stops without committing, and its supervisor restarts it
+    with a fresh engine while the uncommitted segments wait in Kafka."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Req]], Sequence[Res]],
+        max_batch: int,
+        executor: Executor,
+        max_consecutive_failures: int = 3,
+    ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._executor = executor
+        self._max_consecutive_failures = max_consecutive_failures
+        self._consecutive_failures = 0
         self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Res]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -48,11 +64,16 @@ class MicroBatcher(Generic[Req, Res]):
                 continue
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, [r for r, _ in live])
-            except Exception as exc:  # one engine failure fails the whole batch; callers retry
+            except Exception as exc:
+                self._consecutive_failures += 1
+                error: Exception = exc
+                if self._consecutive_failures >= self._max_consecutive_failures:
+                    error = FatalWorkerError(f"engine failed {self._consecutive_failures} batches in a row: {exc!r}")
                 for _, fut in live:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
                 continue
+            self._consecutive_failures = 0
             for (_, fut), res in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)

@@ -40,3 +40,7 @@ class ClaimStore:
     async def claim(self, object_id: str, owner: str) -> ClaimOutcome:
         result = await self._script(keys=[self._keys.claim(object_id)], args=[owner, self._ttl_s])
         return ClaimOutcome(result.decode() if isinstance(result, bytes) else result)
+
+    async def release(self, object_id: str) -> bool:
+        """Forget the claim so the object version can run again (dead-letter replay)."""
+        return bool(await self._redis.delete(self._keys.claim(object_id)))

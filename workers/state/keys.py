@@ -13,6 +13,14 @@ class RedisKeys:
         """SET NX: the first event for an object version wins; value = owning record."""
         return f"{self.prefix}:claim:{object_id}"
 
+    def sequencer(self, bucket: str, key: str) -> str:
+        """Highest S3 ``sequencer`` accepted for a key: older events for it are stale."""
+        return f"{self.prefix}:seq:{bucket}/{key}"
+
+    def event_counts(self, stage: str) -> str:
+        """Hash outcome -> count of the events a stage accepted, ignored, filtered or skipped."""
+        return f"{self.prefix}:events:{stage}"
+
     def done(self, stage: str, segment_id: str) -> str:
         """Per-stage idempotency marker for one segment."""
         return f"{self.prefix}:done:{stage}:{segment_id}"

@@ -57,6 +57,20 @@ return 1
 """
 )
 
+_RESET_FAILURE = (
+    _MAYBE_DONE
+    + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'failed' then return 0 end
+redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+local next_state = 'decoding'
+if redis.call('HEXISTS', KEYS[1], 'segments_total') == 1 then next_state = 'decoded' end
+redis.call('HSET', KEYS[1], 'state', next_state, 'updated_at', ARGV[1])
+maybe_done(KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
 _START = """
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'state', 'decoding')
@@ -87,6 +101,7 @@ class ProgressStore:
         self._mark = redis.register_script(_MARK)
         self._set_total = redis.register_script(_SET_TOTAL)
         self._start = redis.register_script(_START)
+        self._reset_failure = redis.register_script(_RESET_FAILURE)
 
     async def start(self, object_id: str, source_uri: str) -> None:
         now = datetime.now(UTC)
@@ -134,6 +149,13 @@ class ProgressStore:
             pipe.zadd(self._keys.objects(), {object_id: datetime.now(UTC).timestamp()}, nx=True)
             pipe.publish(self._keys.progress_channel(), object_id)
             await pipe.execute()
+
+    async def reset_failure(self, object_id: str) -> bool:
+        """Undo ``failed`` before a dead letter is replayed; False if the object was not failed."""
+        result = await self._reset_failure(
+            keys=[self._keys.progress(object_id), self._keys.progress_channel()], args=[_now(), object_id]
+        )
+        return bool(result)
 
     async def get(self, object_id: str) -> ObjectProgress | None:
         raw = await self._redis.hgetall(self._keys.progress(object_id))

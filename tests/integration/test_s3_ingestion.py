@@ -1,0 +1,221 @@
+"""A user's bucket drives the pipeline: uploads with a plain S3 client (aiobotocore, no
+capstream call) into SeaweedFS reach ``done`` through the filer's Kafka events, the S3 event
+bridge and `capstream run`; an overwrite starts a second run; re-delivered events do nothing.
+
+One private stack (its filer topic is not shared with other tests) and one worker process
+(real offline vLLM engines on CPU) serve the three tests, which run in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiobotocore.session import get_session
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
+
+from schemas.events import ObjectCreated, parse_event
+from schemas.progress import ObjectProgress, ObjectState
+from schemas.segments import SegmentBatch
+from tests.media_factory import make_image, make_short_clip
+from workers.cli.submit import wait_for
+from workers.cli.worker_process import spawn_worker, stop_worker
+from workers.localstack import StackEndpoints, start_stack, stop_stack
+from workers.offline_profile import offline_env
+from workers.settings import BridgeSettings, DecodeSettings
+from workers.state import EventCounts, RedisKeys
+
+pytestmark = pytest.mark.integration
+
+PREFIX = f"ingest{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def events_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    data_dir = tmp_path_factory.mktemp("events-stack")
+    endpoints = start_stack(data_dir)  # S3 events on by default
+    try:
+        yield endpoints
+    finally:
+        stop_stack(data_dir)
+
+
+@pytest.fixture(scope="module")
+def worker_env(events_stack: StackEndpoints) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **events_stack.env(),
+        **offline_env(),
+        "CAPSTREAM_KEY_PREFIX": PREFIX,
+        "CAPSTREAM_SESSION_TIMEOUT_MS": "3000",
+        "CAPSTREAM_LOG_LEVEL": "INFO",
+        "CAPSTREAM_HOME": str(Path(events_stack.data_dir) / "no-home"),
+    }
+    assert env["CAPSTREAM_S3_EVENTS_BRIDGE"] == "true", "the local stack turns the bridge on"
+    return env
+
+
+@pytest.fixture(scope="module")
+def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """`capstream run`: bridge + decode + caption + embed in one process, offline models."""
+    log_path = tmp_path_factory.mktemp("ingest-worker") / "worker.log"
+    proc = spawn_worker(["run"], worker_env, log_path)
+    try:
+        yield proc
+    finally:
+        stop_worker(proc)
+        sys.stderr.write(log_path.read_text()[-3000:])
+
+
+@pytest_asyncio.fixture
+async def s3(events_stack: StackEndpoints) -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=events_stack.s3_endpoint_url,
+        aws_access_key_id=events_stack.s3_access_key,
+        aws_secret_access_key=events_stack.s3_secret_key,
+        region_name="us-east-1",
+    ) as client:
+        yield client
+
+
+def _settings(env: dict[str, str]) -> DecodeSettings:
+    keys = ("CAPSTREAM_KAFKA_BOOTSTRAP", "CAPSTREAM_REDIS_URL", "CAPSTREAM_KEY_PREFIX")
+    return DecodeSettings(**{k.removeprefix("CAPSTREAM_").lower(): env[k] for k in keys})  # type: ignore[arg-type]
+
+
+async def _records(bootstrap: str, topic: str) -> list[tuple[str, bytes]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        out: list[tuple[str, bytes]] = []
+        while batch := await consumer.getmany(timeout_ms=1000):
+            out += [((r.key or b"").decode(), r.value or b"") for recs in batch.values() for r in recs]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _bridged(settings: DecodeSettings, bucket: str, key: str, count: int) -> list[ObjectCreated]:
+    """The ObjectCreated events the bridge published for ``bucket/key`` (waits for ``count``)."""
+    for _ in range(60):
+        found = [
+            parse_event(v).objects[0]
+            for k, v in await _records(settings.kafka_bootstrap, settings.topic_objects)
+            if k == f"{bucket}/{key}"
+        ]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the bridge published {len(found)} events for {key}, expected {count}")
+
+
+async def _wait_done(settings: DecodeSettings, object_ids: list[str]) -> dict[str, ObjectProgress | None]:
+    states = await wait_for(object_ids, {}, settings, timeout_s=150, show=False)
+    for oid, prog in states.items():
+        assert prog is not None and prog.state is ObjectState.DONE, (oid, prog)
+        assert prog.segments_total and prog.embedded == prog.segments_total
+    return states
+
+
+async def test_plain_s3_uploads_reach_done(
+    worker: subprocess.Popen[bytes], worker_env: dict[str, str], s3: Any, tmp_path: Path
+) -> None:
+    settings = _settings(worker_env)
+    bucket = worker_env["CAPSTREAM_S3_BUCKET"]
+    clip, still = tmp_path / "clip.mp4", tmp_path / "cat photo.jpg"
+    make_short_clip(clip, seconds=1.5)
+    make_image(still, "JPEG")
+    await s3.put_object(Bucket=bucket, Key="in/clip.mp4", Body=clip.read_bytes(), ContentType="video/mp4")
+    await s3.put_object(Bucket=bucket, Key="in/cat photo.jpg", Body=still.read_bytes(), ContentType="image/jpeg")
+    await s3.put_object(Bucket=bucket, Key="in/empty-folder/", Body=b"")  # a folder: no event
+    await s3.put_object_tagging(  # metadata only: no new run
+        Bucket=bucket, Key="in/clip.mp4", Tagging={"TagSet": [{"Key": "reviewed", "Value": "no"}]}
+    )
+    [clip_event] = await _bridged(settings, bucket, "in/clip.mp4", 1)
+    [still_event] = await _bridged(settings, bucket, "in/cat photo.jpg", 1)
+    assert clip_event.size == clip.stat().st_size and clip_event.source == "seaweedfs"
+    assert clip_event.content_type == "video/mp4" and clip_event.etag and clip_event.sequencer
+    await _wait_done(settings, [clip_event.object_id, still_event.object_id])
+    assert worker.poll() is None
+
+    bridge_counts = await _counts(settings, "s3-events")
+    assert bridge_counts.get("skipped:directory", 0) >= 1 and bridge_counts.get("skipped:metadata_only") == 1
+    assert bridge_counts["forwarded"] == 2
+
+
+async def test_overwrite_starts_a_second_run(
+    worker: subprocess.Popen[bytes], worker_env: dict[str, str], s3: Any, tmp_path: Path
+) -> None:
+    settings = _settings(worker_env)
+    bucket = worker_env["CAPSTREAM_S3_BUCKET"]
+    longer = tmp_path / "longer.mp4"
+    make_short_clip(longer, seconds=2.5, size=(240, 160))
+    await s3.put_object(Bucket=bucket, Key="in/clip.mp4", Body=longer.read_bytes(), ContentType="video/mp4")
+    first, second = await _bridged(settings, bucket, "in/clip.mp4", 2)
+    assert first.object_id != second.object_id and second.size == longer.stat().st_size
+    await _wait_done(settings, [second.object_id])
+    segments = await _segments_by_object(settings)
+    assert segments[first.object_id] and segments[second.object_id], "both versions were decoded"
+
+
+async def test_redelivered_events_do_no_new_work(worker: subprocess.Popen[bytes], worker_env: dict[str, str]) -> None:
+    settings = _settings(worker_env)
+    bridge = BridgeSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    segments_before = await _segments_by_object(settings)
+    decode_before = await _counts(settings, "decode")
+    # Re-deliver both layers: weed's raw filer events for the media keys, and the S3 events.
+    filer = [
+        (k, v)
+        for k, v in await _records(settings.kafka_bootstrap, bridge.topic_filer_events)
+        if k.startswith("/buckets/")
+    ]
+    s3_events = await _records(settings.kafka_bootstrap, settings.topic_objects)
+    assert len(s3_events) == 3
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, records in ((bridge.topic_filer_events, filer), (settings.topic_objects, s3_events)):
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+    # Each S3 event arrives twice more (bridge + direct): 6 events, all skipped.
+    for _ in range(120):
+        counts = await _counts(settings, "decode")
+        skipped = sum(counts.get(k, 0) - decode_before.get(k, 0) for k in ("duplicate", "stale"))
+        if skipped >= 6:
+            break
+        await asyncio.sleep(0.5)
+    assert skipped == 6, counts
+    assert counts.get("accepted") == decode_before.get("accepted"), "a re-delivered event started a run"
+    assert counts.get("stale", 0) - decode_before.get("stale", 0) == 2, "the first clip version is stale now"
+    await asyncio.sleep(1.0)
+    assert await _segments_by_object(settings) == segments_before
+    assert worker.poll() is None
+
+
+async def _counts(settings: DecodeSettings, stage: str) -> dict[str, int]:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return await EventCounts(redis, RedisKeys(settings.key_prefix), stage).get()
+    finally:
+        await redis.aclose()
+
+
+async def _segments_by_object(settings: DecodeSettings) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for _, value in await _records(settings.kafka_bootstrap, settings.topic_segments):
+        batch = SegmentBatch.model_validate_json(value)
+        out.setdefault(batch.object_id, []).append(batch.segment_id)
+    return out
