@@ -27,4 +27,6 @@ class DeadLetter(Message):
     payload: bytes = Field(description="the original record value (base64 in JSON)")
     object_id: str | None = None
     segment_id: str | None = None
+    record_time: datetime | None = Field(default=None, description="timestamp of the original Kafka record")
+    first_attempt_at: datetime | None = Field(default=None, description="when the stage first tried the record")
     failed_at: datetime = Field(default_factory=utc_now)

@@ -153,6 +153,8 @@ async def test_poison_goes_to_dlq_and_transient_is_retried(stack: StackEndpoints
     letter = DeadLetter.model_validate_json(letter_raw)
     assert (letter.reason, letter.kind, letter.stage) == ("malformed_echo", "permanent", "echo")
     assert letter.payload == b"{not json" and letter.source_topic == src
+    assert letter.record_time is not None and letter.first_attempt_at is not None
+    assert letter.record_time <= letter.first_attempt_at <= letter.failed_at
     assert sorted(stage.delivered_ns) == [0, 2]
     assert loop.metrics.retries == 1
     assert await _committed(settings, group, src) == 3

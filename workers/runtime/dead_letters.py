@@ -35,5 +35,7 @@ def dead_letter_for(
         payload=ctx.value,
         object_id=object_id,
         segment_id=segment_id,
+        record_time=ctx.record_time,
+        first_attempt_at=ctx.first_attempt_at,
     )
     return Output(dlq_topic(ctx.topic), object_id or ctx.key or "", letter)

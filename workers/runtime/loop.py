@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic
 
 import structlog
@@ -134,9 +135,13 @@ class StageLoop(Generic[In]):
         outages = 0
         item: In | None = None
         outputs_acked = False
+        started_at = datetime.now(UTC)
+        record_time = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp else None
         while True:
             attempt += 1
-            ctx = RecordContext(tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log)
+            ctx = RecordContext(
+                tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log, record_time, started_at
+            )
             try:
                 item = self.stage.parse(ctx.value)
                 if not outputs_acked:  # after an outage in `delivered`, do not redo the work

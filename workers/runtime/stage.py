@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -39,6 +40,8 @@ class RecordContext:
     value: bytes
     attempt: int
     log: structlog.typing.FilteringBoundLogger
+    record_time: datetime | None = None  # the Kafka record's timestamp
+    first_attempt_at: datetime | None = None  # when this worker first started the record
 
     @property
     def owner(self) -> str:
