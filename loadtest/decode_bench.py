@@ -35,6 +35,7 @@ from tests import media_factory as mf
 from workers.decode.frames import target_size
 from workers.decode.segmenter import SegmentPolicy, decode_segments
 from workers.decode.threaded import iterate_in_thread
+from workers.runtime.logging import configure_logging
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 FPS = 30
@@ -191,6 +192,7 @@ def _print_row(row: Row) -> None:
 
 
 def main() -> int:
+    configure_logging("WARNING", "console")  # logs to stderr: stdout is the table
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="720p,1080p", help="comma list of 720p,1080p")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each generated video")
