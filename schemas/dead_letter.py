@@ -24,7 +24,11 @@ class DeadLetter(Message):
     partition: int
     offset: int
     key: str | None = None
-    payload: bytes = Field(description="the original record value (base64 in JSON)")
+    payload: bytes = Field(description="the original record value (base64 in JSON); empty if truncated")
+    payload_size: int = Field(default=0, ge=0, description="size of the original record value")
+    payload_truncated: bool = Field(
+        default=False, description="payload left out (too large); the original is at source_topic/partition/offset"
+    )
     object_id: str | None = None
     segment_id: str | None = None
     record_time: datetime | None = Field(default=None, description="timestamp of the original Kafka record")

@@ -34,6 +34,7 @@ class CommonSettings(BaseSettings):
         default=15.0, description="longest wait between tries while Kafka/Redis/a model server is down"
     )
     drain_timeout_s: float = 60.0
+    commit_timeout_s: float = Field(default=15.0, description="give up a commit (records are redelivered) after this")
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     # Tansu and old brokers reject InitProducerId v3+; Apache Kafka supports it.

@@ -4,7 +4,7 @@ pause/resume under load, poison records to the DLQ, restart resumes without loss
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class EchoStage(Stage[Echo]):
         except ValueError as exc:
             raise PermanentError("malformed_echo", str(exc)) from exc
 
-    async def process(self, item: Echo, ctx: RecordContext) -> AsyncIterator[Output]:
+    async def process(self, item: Echo, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         self.in_flight += 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
         try:
@@ -186,17 +186,20 @@ async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, u
     assert len(second.seen) <= 40
 
 
-async def test_member_joining_mid_run_takes_partitions_without_loss(stack: StackEndpoints, unique: str) -> None:
+@pytest.mark.parametrize("max_in_flight", [1, 4])  # 1: the first member is paused when the rebalance comes
+async def test_member_joining_mid_run_takes_partitions_without_loss(
+    stack: StackEndpoints, unique: str, max_in_flight: int
+) -> None:
     settings = _settings(stack, topic_partitions=4)
     src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
     await ensure_topics(settings, [src, dst, dlq_topic(src)])
     await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(60)])
-    first, second = EchoStage(src, dst, delay_s=0.1), EchoStage(src, dst, delay_s=0.1)
+    first, second = EchoStage(src, dst, delay_s=0.05), EchoStage(src, dst, delay_s=0.05)
     stop = asyncio.Event()
-    task1 = asyncio.create_task(StageLoop(first, settings, group, max_in_flight=4).run(stop))
+    task1 = asyncio.create_task(StageLoop(first, settings, group, max_in_flight=max_in_flight).run(stop))
     while len(first.delivered_ns) < 5:  # noqa: ASYNC110 - polling the stage's own counter
         await asyncio.sleep(0.02)
-    task2 = asyncio.create_task(StageLoop(second, settings, group, max_in_flight=4).run(stop))
+    task2 = asyncio.create_task(StageLoop(second, settings, group, max_in_flight=max_in_flight).run(stop))
     deadline = asyncio.get_running_loop().time() + 60
     while len(set(first.delivered_ns) | set(second.delivered_ns)) < 60:
         assert asyncio.get_running_loop().time() < deadline, "records lost in the rebalance"

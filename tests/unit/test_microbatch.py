@@ -25,7 +25,20 @@ async def test_concurrent_requests_share_batches_in_order() -> None:
     assert max(len(b) for b in batches) <= 4 and len(batches) < 10
 
 
-async def test_failing_batches_fail_requests_then_become_fatal() -> None:
+async def test_a_poison_request_fails_alone_and_the_rest_of_its_batch_succeeds() -> None:
+    def engine(items: Sequence[int]) -> list[int]:
+        if -1 in items:
+            raise RuntimeError("poison")
+        return [2 * i for i in items]
+
+    batcher = MicroBatcher(engine, max_batch=8, executor=engine_thread())
+    results = await asyncio.gather(*(batcher.submit(i) for i in (1, -1, 3, 4)), return_exceptions=True)
+    await batcher.close()
+    assert results[0] == 2 and results[2:] == [6, 8]
+    assert isinstance(results[1], RuntimeError) and not isinstance(results[1], FatalWorkerError)
+
+
+async def test_a_broken_engine_becomes_fatal_after_consecutive_failures() -> None:
     def broken(items: Sequence[int]) -> list[int]:
         raise RuntimeError("engine exploded")
 

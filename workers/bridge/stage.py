@@ -8,7 +8,7 @@ as good as the filer's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
@@ -42,7 +42,7 @@ class S3EventsStage(Stage[EventNotification]):
         except FilerProtoError as exc:
             raise PermanentError("malformed_filer_event", f"not a SeaweedFS EventNotification: {exc}") from exc
 
-    async def process(self, item: EventNotification, ctx: RecordContext) -> AsyncIterator[Output]:
+    async def process(self, item: EventNotification, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         result = translate(ctx.key, item, self.settings.s3_region)
         if isinstance(result, Skipped):
             ctx.log.debug("filer_event_skipped", reason=result.reason, path=result.path)

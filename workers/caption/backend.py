@@ -51,7 +51,10 @@ class VllmCaptionBackend:
         self._sampling: Any = None
         self._owns_executor = executor is None
         self._executor = executor or engine_thread("caption-engine")
-        self._batcher = MicroBatcher(self._run_batch, settings.caption_max_batch, self._executor)
+        # More failures in a row than two poison inputs' retries: the engine is broken.
+        self._batcher = MicroBatcher(
+            self._run_batch, settings.caption_max_batch, self._executor, 2 * settings.max_attempts + 1
+        )
 
     async def start(self) -> None:
         # Built on the engine thread: keeps the event loop (and Kafka heartbeats) responsive.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from redis.asyncio import Redis
 
@@ -19,6 +19,7 @@ from workers.state import ProgressStore, RedisKeys
 class CaptionStage(ModelStage[SegmentBatch]):
     name = "caption"
     input_model = SegmentBatch
+    done_marker = "captioned"
     backend: CaptionBackend
     progress: ProgressStore
 
@@ -29,7 +30,7 @@ class CaptionStage(ModelStage[SegmentBatch]):
         self.progress = ProgressStore(redis, RedisKeys(settings.key_prefix))
         self.backend = backend
 
-    async def process(self, item: SegmentBatch, ctx: RecordContext) -> AsyncIterator[Output]:
+    async def process(self, item: SegmentBatch, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
         if await self.progress.is_marked("captioned", item.segment_id):
             log.info("segment_already_captioned")

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 from schemas.dead_letter import DeadLetter
+from schemas.events import EventParseError, parse_event
 from workers.runtime.kafka import dlq_topic
 from workers.settings import CommonSettings
 from workers.state import ClaimStore, ProgressStore, RedisKeys
@@ -62,20 +63,39 @@ async def replay(settings: CommonSettings, letters: list[StoredLetter]) -> int:
     claims = ClaimStore(redis, keys, ttl_s=1)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
+    replayed = 0
     try:
         for stored in letters:
             letter = stored.letter
-            if letter.object_id:
+            if letter.payload_truncated:
+                sys.stderr.write(
+                    f"capstream: {stored.ref} has no payload (it was too large); re-publish the original "
+                    f"record {letter.source_topic}/{letter.partition}/{letter.offset} instead\n"
+                )
+                continue
+            for object_id in _object_ids(letter):
                 if letter.stage == "decode":
-                    await claims.release(letter.object_id)
-                await progress.reset_failure(letter.object_id)
+                    await claims.release(object_id)
+                await progress.reset_failure(object_id)
             await producer.send_and_wait(
                 letter.source_topic, letter.payload, key=letter.key.encode() if letter.key else None
             )
-        return len(letters)
+            replayed += 1
+        return replayed
     finally:
         await producer.stop()
         await redis.aclose()
+
+
+def _object_ids(letter: DeadLetter) -> list[str]:
+    """Objects to reset before a replay. Event records are keyed by bucket/key, not object id,
+    so a decode letter's objects come from its payload."""
+    if letter.stage == "decode":
+        try:
+            return [obj.object_id for obj in parse_event(letter.payload).objects]
+        except EventParseError:
+            return []
+    return [letter.object_id] if letter.object_id else []
 
 
 def select(letters: list[StoredLetter], refs: list[str], stage: str | None, reason: str | None) -> list[StoredLetter]:

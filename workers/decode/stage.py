@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -58,6 +58,7 @@ class _RecordOutcome:
 
     decoded: dict[str, list[str]] = field(default_factory=dict)  # object_id -> segment ids
     failed: dict[str, str] = field(default_factory=dict)  # object_id -> error
+    claimed: list[str] = field(default_factory=list)  # objects this record owns (acquired or reclaimed)
 
 
 class DecodeStage(Stage[EventBatch]):
@@ -93,7 +94,7 @@ class DecodeStage(Stage[EventBatch]):
         except EventParseError as exc:
             raise PermanentError(exc.reason, str(exc)) from exc
 
-    async def process(self, item: EventBatch, ctx: RecordContext) -> AsyncIterator[Output]:
+    async def process(self, item: EventBatch, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         outcome = self._outcomes[ctx.owner] = _RecordOutcome()  # a retry starts over
         for name in item.ignored:
             ctx.log.info("event_ignored", event_name=name)
@@ -119,6 +120,7 @@ class DecodeStage(Stage[EventBatch]):
                 # Redelivered after its dead letter was written: one dead letter per object.
                 log.info("already_dead_lettered_skipped")
                 continue
+            outcome.claimed.append(obj.object_id)
             await self.counts.add("accepted")
             await self.progress.start(obj.object_id, obj.uri)
             log.info("decode_started", claim=claim.value, size=obj.size)
@@ -169,10 +171,18 @@ class DecodeStage(Stage[EventBatch]):
             await self.progress.fail(object_id, error)
         self._outcomes.pop(ctx.owner, None)  # only now: a Redis outage above retries this hook
 
+    def object_id_of(self, item: EventBatch | None, ctx: RecordContext) -> str | None:
+        # Records on the objects topic are keyed by bucket/key (or not at all), not by object id.
+        return item.objects[0].object_id if item is not None and len(item.objects) == 1 else None
+
     async def dead_lettered(self, item: EventBatch | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        # Only objects this record owns and did not finish: a duplicate, stale or filtered object
+        # in the same event belongs to another run.
+        outcome = self._outcomes.get(ctx.owner, _RecordOutcome())
+        for object_id in outcome.claimed:
+            if object_id not in outcome.decoded and object_id not in outcome.failed:
+                await self.progress.fail(object_id, f"{letter.reason}: {letter.message}")
         self._outcomes.pop(ctx.owner, None)
-        for obj in item.objects if item else []:
-            await self.progress.fail(obj.object_id, f"{letter.reason}: {letter.message}")
 
 
 def _to_batch(obj: ObjectCreated, segment: DecodedSegment) -> SegmentBatch:

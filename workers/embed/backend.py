@@ -33,7 +33,10 @@ class VllmEmbedBackend:
         self._llm: Any = None
         self._owns_executor = executor is None
         self._executor = executor or engine_thread("embed-engine")
-        self._batcher = MicroBatcher(self._run_batch, settings.embed_max_batch, self._executor)
+        # More failures in a row than two poison inputs' retries: the engine is broken.
+        self._batcher = MicroBatcher(
+            self._run_batch, settings.embed_max_batch, self._executor, 2 * settings.max_attempts + 1
+        )
 
     async def start(self) -> None:
         # Built on the engine thread: keeps the event loop (and Kafka heartbeats) responsive.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from redis.asyncio import Redis
 
@@ -19,6 +19,7 @@ from workers.state import ProgressStore, RedisKeys, ResultStore
 class EmbedStage(ModelStage[Caption]):
     name = "embed"
     input_model = Caption
+    done_marker = "embedded"
     backend: EmbedBackend
     progress: ProgressStore
 
@@ -32,7 +33,7 @@ class EmbedStage(ModelStage[Caption]):
         self.backend = backend
         self._embedded: dict[str, Embedding] = {}
 
-    async def process(self, item: Caption, ctx: RecordContext) -> AsyncIterator[Output]:
+    async def process(self, item: Caption, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
         if await self.progress.is_marked("embedded", item.segment_id):
             log.info("segment_already_embedded")

@@ -16,7 +16,11 @@ def dead_letter_for(
     *,
     object_id: str | None = None,
     segment_id: str | None = None,
+    max_payload_bytes: int = 512 * 1024,
 ) -> Output:
+    """The dead letter for a record. A payload over ``max_payload_bytes`` (it travels base64
+    inside the letter, which must fit the broker's message limit) is left out and the letter
+    points at the original record by topic/partition/offset instead."""
     reason = exc.reason if isinstance(exc, PermanentError) else "retries_exhausted"
     if isinstance(exc, PermanentError):
         object_id = object_id or exc.object_id
@@ -32,7 +36,9 @@ def dead_letter_for(
         partition=ctx.partition,
         offset=ctx.offset,
         key=ctx.key,
-        payload=ctx.value,
+        payload=ctx.value if len(ctx.value) <= max_payload_bytes else b"",
+        payload_size=len(ctx.value),
+        payload_truncated=len(ctx.value) > max_payload_bytes,
         object_id=object_id,
         segment_id=segment_id,
         record_time=ctx.record_time,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic
@@ -21,7 +23,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.dead_letter import DeadLetter, ErrorKind
 from workers.runtime.dead_letters import dead_letter_for
-from workers.runtime.errors import FatalWorkerError, PermanentError
+from workers.runtime.errors import FatalWorkerError
 from workers.runtime.failures import Failure, backoff_s, classify
 from workers.runtime.kafka import make_consumer, make_producer
 from workers.runtime.offsets import PartitionOffsets
@@ -102,12 +104,16 @@ class StageLoop(Generic[In]):
         free = self.max_in_flight - len(self._tasks)
         if free <= 0:
             if not self._paused:
-                consumer.pause(*consumer.assignment())
                 self._paused = True
                 self.metrics.pauses += 1
                 self.log.debug("paused", in_flight=len(self._tasks))
-            # Keep calling getmany so the consumer stays a live group member.
-            await consumer.getmany(timeout_ms=100)
+            # Re-pause every pass: a rebalance assigns fresh partitions, which start unpaused.
+            consumer.pause(*consumer.assignment())
+            # Keep calling getmany so the consumer stays a live group member. Whatever a
+            # rebalance let through is not processed now: rewind so it is fetched again.
+            for tp, records in (await consumer.getmany(timeout_ms=100)).items():
+                if records:
+                    consumer.seek(tp, records[0].offset)
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             return
@@ -136,7 +142,7 @@ class StageLoop(Generic[In]):
         item: In | None = None
         outputs_acked = False
         started_at = datetime.now(UTC)
-        record_time = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp else None
+        record_time = _record_time(record.timestamp)
         while True:
             attempt += 1
             ctx = RecordContext(
@@ -175,14 +181,22 @@ class StageLoop(Generic[In]):
         if offsets is not None:  # None: the partition was revoked and this record will be redelivered
             offsets.finish(record.offset)
 
-    async def _deliver(self, outputs: Any) -> None:
+    async def _deliver(self, outputs: AsyncGenerator[Output, None]) -> None:
         pending: list[asyncio.Future[Any]] = []
-        async for out in outputs:
-            pending.append(await self._send(out))
-            if len(pending) >= _MAX_UNACKED_SENDS:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        # aclosing: on failure the stage's generator (and a decode thread behind it) stops now.
+        async with aclosing(outputs):
+            try:
+                async for out in outputs:
+                    pending.append(await self._send(out))
+                    if len(pending) >= _MAX_UNACKED_SENDS:
+                        await asyncio.gather(*pending)
+                        pending.clear()
+            finally:
+                # Never leave a send's failure unretrieved; the first one is what we raise.
+                results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _send(self, out: Output) -> asyncio.Future[Any]:
         self.metrics.outputs += 1
@@ -193,7 +207,12 @@ class StageLoop(Generic[In]):
         """Publish the dead letter and mark the object failed; waits out broker/Redis outages
         (a record is only finished once its dead letter is acknowledged)."""
         out = dead_letter_for(
-            self.stage.name, ctx, exc, kind, object_id=None if isinstance(exc, PermanentError) else ctx.key
+            self.stage.name,
+            ctx,
+            exc,
+            kind,
+            object_id=self.stage.object_id_of(item, ctx),
+            max_payload_bytes=self.settings.max_message_bytes // 2,
         )
         letter = out.value
         assert isinstance(letter, DeadLetter)
@@ -251,8 +270,9 @@ class StageLoop(Generic[In]):
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
+            # aiokafka retries a commit while the coordinator is away; do not hang SIGTERM on it.
+            await asyncio.wait_for(consumer.commit(offsets), self.settings.commit_timeout_s)
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
             # Rebalance in progress or broker blip: the records will simply be redelivered.
             self.log.warning("commit_failed", error=str(exc))
             return
@@ -281,3 +301,11 @@ class StageLoop(Generic[In]):
             pauses=m.pauses,
             uptime_s=round(time.monotonic() - m.started_at, 1),
         )
+
+
+def _record_time(timestamp_ms: int | None) -> datetime | None:
+    """The record's timestamp, or None when a producer wrote something that is not epoch ms."""
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms else None
+    except (ValueError, OverflowError, OSError):
+        return None

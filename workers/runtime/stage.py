@@ -8,10 +8,10 @@ once those outputs are acknowledged by the broker.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -65,7 +65,7 @@ class Stage(abc.ABC, Generic[In]):
         """Decode a record value; raise PermanentError if it can never be processed."""
 
     @abc.abstractmethod
-    def process(self, item: In, ctx: RecordContext) -> AsyncIterator[Output]:
+    def process(self, item: In, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         """Yield outputs as they are ready (streamed to the broker as they come)."""
 
     async def delivered(self, item: In, ctx: RecordContext) -> None:  # noqa: B027 - optional hook
@@ -73,6 +73,10 @@ class Stage(abc.ABC, Generic[In]):
 
     async def dead_lettered(self, item: In | None, letter: DeadLetter, ctx: RecordContext) -> None:  # noqa: B027
         """The record went to the DLQ: show it as failed in progress."""
+
+    def object_id_of(self, item: In | None, ctx: RecordContext) -> str | None:
+        """The object a dead letter for this record is about (records are keyed by object id)."""
+        return ctx.key
 
 
 class ModelBackend(Protocol):
@@ -86,7 +90,8 @@ class ModelBackend(Protocol):
 
 
 class FailsObjects(Protocol):
-    async def fail(self, object_id: str, error: str) -> None: ...
+    async def fail(self, object_id: str, error: str) -> bool: ...
+    async def is_marked(self, stage: Any, segment_id: str) -> bool: ...
 
 
 class ModelStage(Stage[M]):
@@ -96,6 +101,7 @@ class ModelStage(Stage[M]):
     input_model: type[M]
     backend: ModelBackend
     progress: FailsObjects
+    done_marker: str  # the per-stage marker of a finished segment ("captioned", "embedded")
 
     async def setup(self) -> None:
         await self.backend.start()
@@ -109,7 +115,12 @@ class ModelStage(Stage[M]):
         except ValidationError as exc:
             raise PermanentError("malformed_message", f"not a {self.input_model.__name__}: {exc}") from exc
 
+    def object_id_of(self, item: M | None, ctx: RecordContext) -> str | None:
+        return getattr(item, "object_id", None) or ctx.key
+
     async def dead_lettered(self, item: M | None, letter: DeadLetter, ctx: RecordContext) -> None:
-        object_id = getattr(item, "object_id", None) or letter.object_id
-        if object_id:
-            await self.progress.fail(object_id, f"{self.name} {letter.reason}: {letter.message}")
+        segment = getattr(item, "segment_id", None)
+        if segment and await self.progress.is_marked(self.done_marker, segment):
+            return  # another copy of this segment already succeeded: the object is not failed
+        if letter.object_id:
+            await self.progress.fail(letter.object_id, f"{self.name} {letter.reason}: {letter.message}")

@@ -71,6 +71,17 @@ return 1
 """
 )
 
+# A late failure (a duplicate copy of a segment, a redelivered record) never undoes `done`.
+_FAIL = """
+if redis.call('HGET', KEYS[1], 'state') == 'done' then return 0 end
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'object_id', ARGV[1], 'state', 'failed', 'error', ARGV[2],
+           'updated_at', ARGV[3], 'finished_at', ARGV[3])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1
+"""
+
 _START = """
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'state', 'decoding')
@@ -102,6 +113,7 @@ class ProgressStore:
         self._set_total = redis.register_script(_SET_TOTAL)
         self._start = redis.register_script(_START)
         self._reset_failure = redis.register_script(_RESET_FAILURE)
+        self._fail = redis.register_script(_FAIL)
 
     async def start(self, object_id: str, source_uri: str) -> None:
         now = datetime.now(UTC)
@@ -131,24 +143,14 @@ class ProgressStore:
             args=[segments_total, _now(), object_id],
         )
 
-    async def fail(self, object_id: str, error: str) -> None:
-        key = self._keys.progress(object_id)
-        now = _now()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "created_at", now)
-            pipe.hset(
-                key,
-                mapping={
-                    "object_id": object_id,
-                    "state": ObjectState.FAILED.value,
-                    "error": error,
-                    "updated_at": now,
-                    "finished_at": now,
-                },
-            )
-            pipe.zadd(self._keys.objects(), {object_id: datetime.now(UTC).timestamp()}, nx=True)
-            pipe.publish(self._keys.progress_channel(), object_id)
-            await pipe.execute()
+    async def fail(self, object_id: str, error: str) -> bool:
+        """Mark the object failed; False (and no change) if it is already ``done``."""
+        now = datetime.now(UTC)
+        result = await self._fail(
+            keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
+            args=[object_id, error, now.isoformat(), now.timestamp()],
+        )
+        return bool(result)
 
     async def reset_failure(self, object_id: str) -> bool:
         """Undo ``failed`` before a dead letter is replayed; False if the object was not failed."""
