@@ -37,7 +37,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,10 +54,19 @@ from tests.media_factory import (  # noqa: E402
     photos,
 )
 from workers.cli.submit import submit  # noqa: E402
+from workers.cli.worker_process import spawn_worker, stop_worker  # noqa: E402
 from workers.decode.segmenter import decode_segments  # noqa: E402
 from workers.decode.stage import segment_policy  # noqa: E402
-from workers.localstack import StackEndpoints, kill_service, start_service, start_stack, stop_stack  # noqa: E402
+from workers.localstack import (  # noqa: E402
+    Service,
+    StackEndpoints,
+    kill_service,
+    start_service,
+    start_stack,
+    stop_stack,
+)
 from workers.offline_profile import offline_env  # noqa: E402
+from workers.runtime.kafka import dlq_topic, read_topics  # noqa: E402
 from workers.runtime.logging import configure_logging  # noqa: E402
 from workers.settings import DecodeSettings, S3Settings  # noqa: E402
 from workers.state import ProgressStore, RedisKeys, ResultStore  # noqa: E402
@@ -74,11 +82,7 @@ class WorkerProc:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli.main", "worker", self.stage, "--offline"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        self.proc = spawn_worker(["worker", self.stage, "--offline"], self.env, self.log_path)
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -86,13 +90,8 @@ class WorkerProc:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        if self.proc is not None:
+            stop_worker(self.proc)
 
 
 @dataclass
@@ -126,20 +125,6 @@ def make_media(media_dir: Path, n: int, rng: random.Random) -> tuple[list[Path],
         paths.append(path)
     rng.shuffle(paths)
     return paths, poison
-
-
-async def read_topic(bootstrap: str, topic: str) -> list[tuple[str, bytes]]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
-    try:
-        out: list[tuple[str, bytes]] = []
-        while batch := await consumer.getmany(timeout_ms=3000):
-            out += [((r.key or b"").decode(), r.value) for recs in batch.values() for r in recs]
-        return out
-    finally:
-        await consumer.stop()
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -186,20 +171,22 @@ async def run_chaos(
         counts.kills += 1
         counts.events.append(f"{elapsed:6.1f}s kill -9 {victim.stage}")
         if not redis_done and elapsed > min(chaos_s / 3, 15.0):
-            kill_service(endpoints, "redis", sig=signal.SIGTERM)
-            await asyncio.sleep(1.0)
-            endpoints = await asyncio.to_thread(start_service, endpoints, "redis")
-            counts.restarts += 1
+            endpoints = await _restart(endpoints, "redis", signal.SIGTERM)
             redis_done = True
             counts.events.append(f"{elapsed:6.1f}s restart redis")
-        if not broker_done and elapsed > min(2 * chaos_s / 3, 30.0):
-            kill_service(endpoints, "kafka", sig=signal.SIGKILL)
-            await asyncio.sleep(1.0)
-            endpoints = await asyncio.to_thread(start_service, endpoints, "kafka")
             counts.restarts += 1
+        if not broker_done and elapsed > min(2 * chaos_s / 3, 30.0):
+            endpoints = await _restart(endpoints, "kafka", signal.SIGKILL)
             broker_done = True
             counts.events.append(f"{elapsed:6.1f}s kill -9 + restart broker")
+            counts.restarts += 1
     return endpoints
+
+
+async def _restart(endpoints: StackEndpoints, service: Service, sig: signal.Signals) -> StackEndpoints:
+    kill_service(endpoints, service, sig=sig)
+    await asyncio.sleep(1.0)
+    return await asyncio.to_thread(start_service, endpoints, service)
 
 
 def expected_segments(paths: list[Path], poison: set[str]) -> dict[str, int]:
@@ -212,10 +199,15 @@ async def verify(
     settings: S3Settings, submitted: dict[str, str], poison: set[str], expected: dict[str, int]
 ) -> dict[str, int]:
     bootstrap = settings.kafka_bootstrap
-    captions = [Caption.model_validate_json(v) for _, v in await read_topic(bootstrap, settings.topic_captions)]
-    embeddings = [Embedding.model_validate_json(v) for _, v in await read_topic(bootstrap, settings.topic_embeddings)]
+    captions = [
+        Caption.model_validate_json(r.value or b"") for r in await read_topics(bootstrap, [settings.topic_captions])
+    ]
+    embeddings = [
+        Embedding.model_validate_json(r.value or b"") for r in await read_topics(bootstrap, [settings.topic_embeddings])
+    ]
     letters = [
-        DeadLetter.model_validate_json(v) for _, v in await read_topic(bootstrap, settings.topic_objects + ".dlq")
+        DeadLetter.model_validate_json(r.value or b"")
+        for r in await read_topics(bootstrap, [dlq_topic(settings.topic_objects)])
     ]
     caps_by_seg: dict[str, list[Caption]] = defaultdict(list)
     for c in captions:

@@ -27,6 +27,7 @@ from workers.cli.submit import Submitted, submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import StackEndpoints
 from workers.offline_profile import offline_env
+from workers.runtime.kafka import read_topics
 from workers.settings import DecodeSettings, S3Settings
 from workers.state import ProgressStore, RedisKeys, ResultStore
 
@@ -79,21 +80,7 @@ def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[Workers]:
 
 
 async def _records(settings: S3Settings, topic: str) -> list[tuple[str, bytes]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        out: list[tuple[str, bytes]] = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            out += [((r.key or b"").decode(), r.value) for recs in batch.values() for r in recs]
-        return out
-    finally:
-        await consumer.stop()
+    return [((r.key or b"").decode(), r.value or b"") for r in await read_topics(settings.kafka_bootstrap, [topic])]
 
 
 async def _committed_events(settings: S3Settings) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from tests.stack_s3 import stack_s3_client
 from workers.localstack import (
     StackEndpoints,
     is_process_alive,
@@ -70,27 +70,14 @@ async def _check_redis(url: str) -> None:
 
 
 async def _check_s3(ep: StackEndpoints) -> None:
-    session = get_session()
-    async with session.create_client(
-        "s3",
-        endpoint_url=ep.s3_endpoint_url,
-        aws_access_key_id=ep.s3_access_key,
-        aws_secret_access_key=ep.s3_secret_key,
-        region_name="us-east-1",
-    ) as s3:
+    async with stack_s3_client(ep) as s3:
         body = b"hello capstream " * 1000
         await s3.put_object(Bucket=ep.bucket, Key="dir/a b.txt", Body=body)
         obj = await s3.get_object(Bucket=ep.bucket, Key="dir/a b.txt")
         async with obj["Body"] as stream:
             assert await stream.read() == body
     # a wrong secret is rejected (real S3 auth, not a mock)
-    async with session.create_client(
-        "s3",
-        endpoint_url=ep.s3_endpoint_url,
-        aws_access_key_id=ep.s3_access_key,
-        aws_secret_access_key="wrong-secret",
-        region_name="us-east-1",
-    ) as bad:
+    async with stack_s3_client(ep, secret_key="wrong-secret") as bad:
         with pytest.raises(Exception, match="(?i)signature|denied|forbidden"):
             await bad.get_object(Bucket=ep.bucket, Key="dir/a b.txt")
 

@@ -19,18 +19,19 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiobotocore.session import get_session
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from schemas.events import ObjectCreated, parse_event
 from schemas.progress import ObjectProgress, ObjectState
 from schemas.segments import SegmentBatch
 from tests.media_factory import make_image, make_short_clip
+from tests.stack_s3 import stack_s3_client
 from workers.cli.submit import wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import StackEndpoints, start_stack, stop_stack
 from workers.offline_profile import offline_env
+from workers.runtime.kafka import read_topics
 from workers.settings import BridgeSettings, DecodeSettings
 from workers.state import EventCounts, RedisKeys
 
@@ -78,13 +79,7 @@ def worker(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 @pytest_asyncio.fixture
 async def s3(events_stack: StackEndpoints) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=events_stack.s3_endpoint_url,
-        aws_access_key_id=events_stack.s3_access_key,
-        aws_secret_access_key=events_stack.s3_secret_key,
-        region_name="us-east-1",
-    ) as client:
+    async with stack_s3_client(events_stack) as client:
         yield client
 
 
@@ -94,15 +89,7 @@ def _settings(env: dict[str, str]) -> DecodeSettings:
 
 
 async def _records(bootstrap: str, topic: str) -> list[tuple[str, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    try:
-        out: list[tuple[str, bytes]] = []
-        while batch := await consumer.getmany(timeout_ms=1000):
-            out += [((r.key or b"").decode(), r.value or b"") for recs in batch.values() for r in recs]
-        return out
-    finally:
-        await consumer.stop()
+    return [((r.key or b"").decode(), r.value or b"") for r in await read_topics(bootstrap, [topic], idle_ms=1000)]
 
 
 async def _bridged(settings: DecodeSettings, bucket: str, key: str, count: int) -> list[ObjectCreated]:

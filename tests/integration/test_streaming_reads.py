@@ -17,8 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from aiobotocore.session import get_session
 
+from tests.stack_s3 import stack_s3_client
 from workers.localstack import StackEndpoints, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
@@ -167,13 +167,7 @@ def big_object(s3_stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactor
     _make_big_video(path)
 
     async def upload() -> None:
-        async with get_session().create_client(
-            "s3",
-            endpoint_url=s3_stack.s3_endpoint_url,
-            aws_access_key_id=s3_stack.s3_access_key,
-            aws_secret_access_key=s3_stack.s3_secret_key,
-            region_name="us-east-1",
-        ) as s3:
+        async with stack_s3_client(s3_stack) as s3:
             with path.open("rb") as body:
                 await s3.put_object(Bucket=s3_stack.bucket, Key=KEY, Body=body)
 

@@ -12,12 +12,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from schemas.dead_letter import DeadLetter
 from schemas.events import EventParseError, parse_event
-from workers.runtime.kafka import dlq_topic
+from workers.runtime.kafka import dlq_topic, read_topics
 from workers.settings import CommonSettings
 from workers.state import ClaimStore, ProgressStore, RedisKeys
 
@@ -34,26 +35,19 @@ def dlq_topics(settings: CommonSettings) -> list[str]:
 
 async def read_letters(settings: CommonSettings) -> list[StoredLetter]:
     """Every dead letter on every stage's DLQ, oldest first per partition."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )  # fmt: skip
-    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
     try:
-        existing = await consumer.topics()
-        topics = [t for t in dlq_topics(settings) if t in existing]
-        if not topics:
-            return []
-        consumer.subscribe(topics)
-        letters: list[StoredLetter] = []
-        while batch := await consumer.getmany(timeout_ms=1500):
-            for records in batch.values():
-                for r in records:
-                    ref = f"{r.topic}/{r.partition}/{r.offset}"
-                    letters.append(StoredLetter(ref, DeadLetter.model_validate_json(r.value)))
-        return letters
+        existing = set(await admin.list_topics())
     finally:
-        await consumer.stop()
+        await admin.close()
+    topics = [t for t in dlq_topics(settings) if t in existing]
+    if not topics:
+        return []
+    return [
+        StoredLetter(f"{r.topic}/{r.partition}/{r.offset}", DeadLetter.model_validate_json(r.value or b""))
+        for r in await read_topics(settings.kafka_bootstrap, topics)
+    ]
 
 
 async def replay(settings: CommonSettings, letters: list[StoredLetter]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -37,6 +37,22 @@ def make_consumer(settings: CommonSettings, group_id: str) -> AIOKafkaConsumer:
         max_partition_fetch_bytes=settings.max_message_bytes + _FRAMING_BYTES,
         fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 4),
     )
+
+
+async def read_topics(bootstrap: str, topics: list[str], idle_ms: int = 1500) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topics`` from the beginning, until no record arrives for ``idle_ms``
+    (for inspection tools and tests; workers use consumer groups)."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while batch := await consumer.getmany(timeout_ms=idle_ms):
+            records += [r for recs in batch.values() for r in recs]
+        return records
+    finally:
+        await consumer.stop()
 
 
 def dlq_topic(topic: str) -> str:
