@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from aiokafka.errors import KafkaConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from workers.cli.home import stack_home, use_running_stack
 from workers.runtime.logging import configure_logging
 from workers.settings import CommonSettings
@@ -72,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except (KafkaConnectionError, RedisConnectionError) as exc:
+        # No running stack or wrong endpoints: say so in one line instead of a traceback.
+        sys.stderr.write(
+            f"capstream: cannot reach {type(exc).__name__.removesuffix('Error')}: {exc} "
+            "(start one with `capstream up`, or set CAPSTREAM_KAFKA_BOOTSTRAP / CAPSTREAM_REDIS_URL)\n"
+        )
+        return 1
+
+
+def _dispatch(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     settings = CommonSettings()
     configure_logging(settings.log_level, "console" if sys.stderr.isatty() else settings.log_format)
