@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(argv)
     except (KafkaConnectionError, RedisConnectionError) as exc:
         # No running stack or wrong endpoints: say so in one line instead of a traceback.
+        service = "Kafka" if isinstance(exc, KafkaConnectionError) else "Redis"
         sys.stderr.write(
-            f"capstream: cannot reach {type(exc).__name__.removesuffix('Error')}: {exc} "
-            "(start one with `capstream up`, or set CAPSTREAM_KAFKA_BOOTSTRAP / CAPSTREAM_REDIS_URL)\n"
+            f"capstream: cannot reach {service}: {exc} "
+            "(start a stack with `capstream up`, or set CAPSTREAM_KAFKA_BOOTSTRAP / CAPSTREAM_REDIS_URL)\n"
         )
         return 1
 
