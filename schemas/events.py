@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from schemas.base import Message
@@ -46,10 +46,11 @@ class ObjectCreated(Message):
     """One object version that should be captioned. ``object_id`` is per version."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    uri: str = Field(description="s3://bucket/key (key not URL-encoded), file:///path or http(s) URL")
-    bucket: str | None = None
-    key: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    uri: str = Field(min_length=1, description="s3://bucket/key (key not URL-encoded), file:///path or http(s) URL")
+    bucket: str | None = Field(default=None, min_length=1)
+    key: str | None = Field(default=None, min_length=1)
+    # strict: JSON `true` is not a size; the bound keeps it a Kafka/Redis-friendly int64.
+    size: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     etag: str | None = None
     version_id: str | None = None
     sequencer: str | None = None
@@ -57,6 +58,25 @@ class ObjectCreated(Message):
     event_name: str = "ObjectCreated:Put"
     event_time: datetime | None = None
     source: EventSource = "native"
+
+    @field_validator("uri", "bucket", "key", "etag", "version_id", "sequencer", "content_type", "event_name")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # JSON may escape a lone surrogate ("\ud800"); such text has no UTF-8 form, so no id,
+        # key or log line could be made from it.
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone surrogate (not valid Unicode text)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _file_uri_is_local(self) -> ObjectCreated:
+        parts = urlsplit(self.uri)
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file:// URI names host {parts.netloc!r}; only local files can be read")
+        return self
 
     @property
     def object_id(self) -> str:
@@ -86,7 +106,13 @@ class EventBatch(BaseModel):
 
 def parse_event(payload: bytes | str | dict[str, Any]) -> EventBatch:
     """Normalise any supported event shape. Raises EventParseError for anything else."""
-    return _parse_doc(_load(payload), depth=0)
+    try:
+        return _parse_doc(_load(payload), depth=0)
+    except EventParseError:
+        raise
+    except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A shape no branch foresaw is still this record's fault, never a reason to retry.
+        raise EventParseError("malformed_record", f"cannot read event: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse_doc(doc: dict[str, Any], depth: int) -> EventBatch:
@@ -142,7 +168,9 @@ def _load(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
         return payload
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise EventParseError("malformed_json", "event nests JSON too deeply to parse") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of more than 4300 digits
         raise EventParseError("malformed_json", f"event is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise EventParseError("unknown_event_shape", f"event must be a JSON object, got {type(doc).__name__}")
@@ -255,6 +283,8 @@ def _parse_native(doc: dict[str, Any]) -> EventBatch:
         bucket, key = parts.netloc, parts.path.lstrip("/")
         if not bucket or not key:
             raise EventParseError("unsupported_uri", f"s3 URI needs bucket and key: {uri!r}")
+    elif parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+        raise EventParseError("unsupported_uri", f"file URI names a host ({parts.netloc!r}); only local files")
     known = {"uri", "size", "etag", "version_id", "sequencer", "content_type", "event_time", "schema_version"}
     try:
         return EventBatch(

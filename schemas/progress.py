@@ -13,6 +13,7 @@ class ObjectState(StrEnum):
     DECODED = "decoded"  # every segment published; captions/embeddings still flowing
     DONE = "done"
     FAILED = "failed"
+    SKIPPED = "skipped"  # an event filter declined it (error says which); nothing was read
 
 
 class ObjectProgress(BaseModel):
@@ -32,4 +33,4 @@ class ObjectProgress(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.state in (ObjectState.DONE, ObjectState.FAILED)
+        return self.state in (ObjectState.DONE, ObjectState.FAILED, ObjectState.SKIPPED)

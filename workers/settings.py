@@ -35,6 +35,9 @@ class CommonSettings(BaseSettings):
     )
     drain_timeout_s: float = 60.0
     commit_timeout_s: float = Field(default=15.0, description="give up a commit (records are redelivered) after this")
+    failed_progress_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="progress of failed/skipped objects expires after this; 0 = never"
+    )
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     # Tansu and old brokers reject InitProducerId v3+; Apache Kafka supports it.

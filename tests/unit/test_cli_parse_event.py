@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
@@ -35,3 +37,19 @@ def test_parse_event_rejects_garbage_with_one_line_and_exit_2() -> None:
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "malformed_json" in lines[0]
     assert result.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"uri": "s3://media/\\ud800.mp4"}', "malformed_record"),  # lone surrogate
+        (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),  # deeper than json can recurse
+        (b'{"uri": "s3://b/k", "size": 1' + b"0" * 5000 + b"}", "malformed_json"),  # > int digit limit
+        (b"\xff\xfe not utf-8", "malformed_json"),
+    ],
+)
+def test_hostile_events_get_one_line_and_exit_2_never_a_traceback(payload: bytes, reason: str) -> None:
+    result = _run(payload)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], lines[:5]

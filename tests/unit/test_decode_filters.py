@@ -15,11 +15,13 @@ def _obj(key: str = "clips/a.MP4", bucket: str = "media", **kw: object) -> Objec
     return ObjectCreated(uri=f"s3://{bucket}/{key}", bucket=bucket, key=key, **kw)  # type: ignore[arg-type]
 
 
-def test_default_filter_lets_everything_through_up_to_the_size_cap() -> None:
+def test_default_filter_lets_everything_through_and_flags_declared_oversize() -> None:
     f = EventFilter.from_settings(DecodeSettings())
-    assert f.rejects(_obj(size=10)) is None
-    assert f.rejects(_obj(size=3 * 1024**3)) == "object_too_large"
-    assert f.rejects(_obj()) is None, "no declared size: the decoder's HEAD check decides"
+    assert f.rejects(_obj(size=10)) is None and f.too_large(_obj(size=10)) is None
+    # Oversize is not a filter decision (it is dead-lettered), but it is known from the event.
+    assert f.rejects(_obj(size=3 * 1024**3)) is None
+    assert "over CAPSTREAM_MAX_OBJECT_BYTES" in (f.too_large(_obj(size=3 * 1024**3)) or "")
+    assert f.too_large(_obj()) is None, "no declared size: the decoder's HEAD check decides"
 
 
 def test_configured_filters() -> None:

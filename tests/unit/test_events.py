@@ -115,6 +115,14 @@ def test_native_event() -> None:
     assert local.bucket is None and local.scheme == "file"
 
 
+def _s3_record_event(bucket: str = "media", key: str = "a.mp4") -> bytes:
+    """An AWS S3 notification as raw JSON, so escapes such as \\ud800 stay as the producer wrote them."""
+    return (
+        f'{{"Records": [{{"eventName": "ObjectCreated:Put", "s3": {{"bucket": {{"name": "{bucket}"}}, '
+        f'"object": {{"key": "{key}", "size": 5, "eTag": "e"}}}}}}]}}'
+    ).encode()
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -126,12 +134,27 @@ def test_native_event() -> None:
         (b'{"uri": "ftp://host/x.mp4"}', "unsupported_uri"),
         (b'{"uri": "s3://bucket-only"}', "unsupported_uri"),
         (b'{"uri": "s3://b/k", "size": -1}', "malformed_record"),
+        # Hostile or careless producers (issue 8): each is the record's fault, never retried.
+        (_s3_record_event(key="\\ud800.mp4"), "malformed_record"),  # lone surrogate: no UTF-8, no id
+        (b'{"uri": "s3://b/\\udfff"}', "malformed_record"),
+        (_s3_record_event(bucket=""), "malformed_record"),
+        (_s3_record_event(key=""), "malformed_record"),
+        (b'{"uri": "s3://b/k", "size": true}', "malformed_record"),
+        (b'{"uri": "s3://b/k", "size": 99999999999999999999999}', "malformed_record"),
+        (b'{"uri": "file://otherhost/etc/passwd"}', "unsupported_uri"),
+        (b'{"uri": "s3://b/k", "size": 1' + b"0" * 5000 + b"}", "malformed_json"),  # > int digit limit
+        (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),  # RecursionError inside json
     ],
 )
 def test_malformed_events_raise_with_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(EventParseError) as info:
         parse_event(payload)
     assert info.value.reason == reason
+
+
+def test_local_file_uris_keep_working() -> None:
+    assert parse_event(b'{"uri": "file:///tmp/a.mp4"}').objects[0].uri == "file:///tmp/a.mp4"
+    assert parse_event(b'{"uri": "file://localhost/tmp/a.mp4"}').objects[0].scheme == "file"
 
 
 # --- envelopes and the remaining shapes ------------------------------------------------------

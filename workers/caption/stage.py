@@ -27,7 +27,9 @@ class CaptionStage(ModelStage[SegmentBatch]):
         self.settings = settings
         self.input_topic = settings.topic_segments
         self.output_topics = (settings.topic_captions,)
-        self.progress = ProgressStore(redis, RedisKeys(settings.key_prefix))
+        self.progress = ProgressStore(
+            redis, RedisKeys(settings.key_prefix), failed_ttl_s=settings.failed_progress_ttl_s
+        )
         self.backend = backend
 
     async def process(self, item: SegmentBatch, ctx: RecordContext) -> AsyncGenerator[Output, None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from workers.cli.home import stack_home, use_running_stack
+from workers.cli.home import StackNotRunning, stack_home, use_running_stack
 from workers.runtime.logging import configure_logging
 from workers.settings import CommonSettings
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(argv)
+    except StackNotRunning as exc:
+        sys.stderr.write(f"capstream: {exc}\n")
+        return 1
     except (KafkaConnectionError, RedisConnectionError) as exc:
         # No running stack or wrong endpoints: say so in one line instead of a traceback.
         service = "Kafka" if isinstance(exc, KafkaConnectionError) else "Redis"
@@ -94,11 +97,20 @@ def _dispatch(argv: list[str] | None) -> int:
     cmd = args.command
 
     if cmd == "up":
-        from workers.localstack import read_stack, start_stack
+        from workers.localstack import StackError, revive_stack, start_stack, stop_stack
 
         home = stack_home()
-        endpoints = read_stack(home) or start_stack(home, durable_kafka=args.durable)
-        print(json.dumps(endpoints.env(), indent=2))
+        try:
+            endpoints = revive_stack(home)
+        except StackError as exc:  # e.g. a recorded port was taken meanwhile: start afresh
+            sys.stderr.write(f"capstream: could not restart the recorded stack ({exc}); starting a new one\n")
+            stop_stack(home)
+            endpoints = None
+        endpoints = endpoints or start_stack(home, durable_kafka=args.durable)
+        shown = endpoints.env()
+        # The secret stays in the owner-only stack file; other commands read it from there.
+        shown["AWS_SECRET_ACCESS_KEY"] = f"<in {home / 'stack.json'}>"
+        print(json.dumps(shown, indent=2))
         return 0
     if cmd == "down":
         from workers.localstack import stop_stack

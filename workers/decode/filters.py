@@ -1,6 +1,10 @@
-"""Which events the decode worker acts on: bucket allow-list, key prefix/suffix, content type
-and declared size. A filtered event is a decision, not an error: it is counted and logged,
-never dead-lettered."""
+"""Which events the decode worker acts on: bucket allow-list, key prefix/suffix and content type.
+
+A filtered event is a decision, not an error: it is counted, logged and shown as `skipped` in
+progress (with the filter that declined it), never dead-lettered. A declared size over
+CAPSTREAM_MAX_OBJECT_BYTES is different: that object was meant to be processed and cannot be,
+so the stage dead-letters it (`object_too_large`) like an oversized object found by HEAD.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ class EventFilter:
     key_suffixes: tuple[str, ...] = ()  # lower case
     content_types: tuple[str, ...] = ()  # lower case glob patterns, e.g. video/*
     max_bytes: int | None = None
+    settings_text: dict[str, str] | None = None  # filter code -> its configured value, for messages
 
     @classmethod
     def from_settings(cls, settings: DecodeSettings) -> EventFilter:
@@ -27,6 +32,12 @@ class EventFilter:
             key_suffixes=tuple(s.lower() for s in comma_list(settings.filter_key_suffixes)),
             content_types=tuple(s.lower() for s in comma_list(settings.filter_content_types)),
             max_bytes=settings.max_object_bytes,
+            settings_text={
+                "bucket": f"CAPSTREAM_FILTER_BUCKETS={settings.filter_buckets}",
+                "key_prefix": f"CAPSTREAM_FILTER_KEY_PREFIXES={settings.filter_key_prefixes}",
+                "key_suffix": f"CAPSTREAM_FILTER_KEY_SUFFIXES={settings.filter_key_suffixes}",
+                "content_type": f"CAPSTREAM_FILTER_CONTENT_TYPES={settings.filter_content_types}",
+            },
         )
 
     def rejects(self, obj: ObjectCreated) -> str | None:
@@ -47,7 +58,16 @@ class EventFilter:
             mime = obj.content_type.split(";", 1)[0].strip().lower()
             if not any(fnmatchcase(mime, pattern) for pattern in self.content_types):
                 return "content_type"
-        # Declared sizes only; the decoder re-checks the real size (HEAD) before reading.
+        return None
+
+    def explain(self, code: str) -> str:
+        """What a user reads in `capstream status` for an object declined by filter `code`."""
+        configured = (self.settings_text or {}).get(code)
+        return f"filtered: {code}" + (f" ({configured})" if configured else "")
+
+    def too_large(self, obj: ObjectCreated) -> str | None:
+        """Why the declared size is over the cap, or None. The decoder re-checks the real size
+        (HEAD, or the bytes read) before reading."""
         if self.max_bytes is not None and obj.size is not None and obj.size > self.max_bytes:
-            return "object_too_large"
+            return f"{obj.uri} declares {obj.size} bytes, over CAPSTREAM_MAX_OBJECT_BYTES={self.max_bytes}"
         return None

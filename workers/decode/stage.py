@@ -73,7 +73,7 @@ class DecodeStage(Stage[EventBatch]):
         self.sequencers = SequencerStore(redis, keys, settings.claim_ttl_s)
         self.counts = EventCounts(redis, keys, self.name)
         self.filter = EventFilter.from_settings(settings)
-        self.progress = ProgressStore(redis, keys)
+        self.progress = ProgressStore(redis, keys, failed_ttl_s=settings.failed_progress_ttl_s)
         self.source = ObjectSource(settings)
         self.policy = segment_policy(settings)
         self._executor = ThreadPoolExecutor(
@@ -101,9 +101,12 @@ class DecodeStage(Stage[EventBatch]):
             await self.counts.add(f"ignored:{name}")
         for obj in item.objects:
             log = ctx.log.bind(object_id=obj.object_id, uri=obj.uri)
+            too_large = self.filter.too_large(obj)
             if (rejected_by := self.filter.rejects(obj)) is not None:
                 log.info("event_filtered", filter=rejected_by, size=obj.size, content_type=obj.content_type)
                 await self.counts.add(f"filtered:{rejected_by}")
+                # Whoever uploaded it sees why nothing happens (`submit --wait`, `status`).
+                await self.progress.skip(obj.object_id, obj.uri, self.filter.explain(rejected_by))
                 continue
             if obj.bucket and obj.key and obj.sequencer:
                 order = await self.sequencers.advance(obj.bucket, obj.key, obj.sequencer)
@@ -126,6 +129,10 @@ class DecodeStage(Stage[EventBatch]):
             log.info("decode_started", claim=claim.value, size=obj.size)
             ids: list[str] = []
             try:
+                if too_large is not None:
+                    # Oversized input is bad input (DLQ + failed), decided after the claim so a
+                    # repeated event does not write a second dead letter.
+                    raise PermanentError("object_too_large", too_large, object_id=obj.object_id)
                 async for segment in self._segments(obj):
                     batch = _to_batch(obj, segment)
                     ids.append(batch.segment_id)

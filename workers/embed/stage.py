@@ -28,7 +28,7 @@ class EmbedStage(ModelStage[Caption]):
         self.input_topic = settings.topic_captions
         self.output_topics = (settings.topic_embeddings,)
         keys = RedisKeys(settings.key_prefix)
-        self.progress = ProgressStore(redis, keys)
+        self.progress = ProgressStore(redis, keys, failed_ttl_s=settings.failed_progress_ttl_s)
         self.results = ResultStore(redis, keys)
         self.backend = backend
         self._embedded: dict[str, Embedding] = {}

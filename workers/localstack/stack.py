@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -727,7 +727,11 @@ def _stack_file(data_dir: Path) -> Path:
 def _write_stack(endpoints: StackEndpoints) -> None:
     path = _stack_file(Path(endpoints.data_dir))
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(endpoints.model_dump_json(indent=2) + "\n")
+    tmp.unlink(missing_ok=True)
+    # The file holds the S3 secret: owner-only from the first byte, whatever the umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(endpoints.model_dump_json(indent=2) + "\n")
     tmp.replace(path)
 
 
@@ -765,12 +769,29 @@ def _load_or_create_credentials(data_dir: Path) -> tuple[str, str]:
 
 def read_stack(data_dir: Path) -> StackEndpoints | None:
     """The running stack of ``data_dir``; None if there is no stack.json or any of its processes is dead."""
+    endpoints, stopped = recorded_stack(data_dir)
+    return endpoints if endpoints is not None and endpoints.pids and not stopped else None
+
+
+def recorded_stack(data_dir: Path) -> tuple[StackEndpoints | None, list[str]]:
+    """The stack recorded in ``data_dir/stack.json`` (None without one) and which of its
+    services are no longer running."""
     endpoints = _load_stack_file(Path(data_dir))
-    if endpoints is None or not endpoints.pids:
+    if endpoints is None:
+        return None, []
+    stopped = [s for s, pid in endpoints.pids.items() if not is_process_alive(pid, _expected_name(s))]
+    return endpoints, stopped
+
+
+def revive_stack(data_dir: Path, *, timeout: float = 60.0) -> StackEndpoints | None:
+    """Restart the stopped services of the recorded stack on their recorded ports, so every
+    client configured for it keeps working. None if there is no recorded stack."""
+    endpoints, stopped = recorded_stack(data_dir)
+    if endpoints is None:
         return None
-    for service, pid in endpoints.pids.items():
-        if not is_process_alive(pid, _expected_name(service)):
-            return None
+    # Storage before the broker: a durable broker keeps its log in SeaweedFS.
+    for service in sorted(stopped, key=lambda s: ("s3", "redis", "kafka").index(s) if s in _SERVICES else 9):
+        endpoints = start_service(endpoints, cast(Service, service), timeout=timeout)
     return endpoints
 
 

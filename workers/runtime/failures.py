@@ -7,6 +7,11 @@
 - UNAVAILABLE: our own infrastructure is down (broker, Redis, the model server): nothing is
   wrong with the input, so never dead-letter it; wait with capped backoff, keep the offset
   uncommitted, and continue when the service is back.
+
+Some exceptions are permanent by their type, whoever raises them: they come from the input's
+content (nesting too deep to walk, text that is not Unicode, a picture that declares more
+pixels than Pillow will decode), so another try ends the same way. They get a reason code of
+their own instead of `retries_exhausted`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from enum import StrEnum
 
 import httpx
 from aiokafka import errors as kafka_errors
+from PIL import Image
 from redis import exceptions as redis_errors
 
 from workers.runtime.errors import PermanentError
@@ -44,8 +50,23 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+_PERMANENT_BY_TYPE: tuple[tuple[type[BaseException], str], ...] = (
+    (RecursionError, "input_too_deep"),
+    (UnicodeError, "invalid_text"),
+    (Image.DecompressionBombError, "resolution_too_large"),
+)
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """The reason code of an exception that is permanent by its type, else None."""
+    for cls, reason in _PERMANENT_BY_TYPE:
+        if isinstance(exc, cls):
+            return reason
+    return None
+
+
 def classify(exc: BaseException) -> Failure:
-    if isinstance(exc, PermanentError):
+    if isinstance(exc, PermanentError) or permanent_reason(exc) is not None:
         return Failure.PERMANENT
     if isinstance(exc, _UNAVAILABLE):
         return Failure.UNAVAILABLE

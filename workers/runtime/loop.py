@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.dead_letter import DeadLetter, ErrorKind
-from workers.runtime.dead_letters import dead_letter_for
+from workers.runtime.dead_letters import dead_letter_for, describe, fallback_dead_letter
 from workers.runtime.errors import FatalWorkerError
 from workers.runtime.failures import Failure, backoff_s, classify
 from workers.runtime.kafka import make_consumer, make_producer
@@ -159,7 +159,7 @@ class StageLoop(Generic[In]):
                 raise
             except Exception as exc:
                 failure = classify(exc)
-                error = f"{type(exc).__name__}: {exc}"
+                error = describe(exc)
                 if failure is Failure.UNAVAILABLE:
                     # Not the record's fault: do not spend its attempts, do not dead-letter it.
                     attempt -= 1
@@ -204,37 +204,49 @@ class StageLoop(Generic[In]):
         return fut
 
     async def _dead_letter(self, item: In | None, ctx: RecordContext, exc: Exception, kind: ErrorKind) -> None:
-        """Publish the dead letter and mark the object failed; waits out broker/Redis outages
-        (a record is only finished once its dead letter is acknowledged)."""
-        out = dead_letter_for(
-            self.stage.name,
-            ctx,
-            exc,
-            kind,
-            object_id=self.stage.object_id_of(item, ctx),
-            max_payload_bytes=self.settings.max_message_bytes // 2,
-        )
+        """Publish the dead letter, then mark the object failed.
+
+        Whatever goes wrong here because of the record's content, the record still leaves
+        its partition:
+        1. build the letter; if that fails (an id the content breaks), build the fallback
+           letter instead: raw bytes, both errors, reason `dead_letter_failed`;
+        2. send it, waiting out broker outages; if the broker refuses it for another reason,
+           send the fallback letter (no payload when it is large);
+        3. run the stage's hook (progress `failed`), waiting out Redis outages; any other
+           error there is logged, not raised: the letter is already durable.
+        Only a DLQ that refuses even the fallback letter stops the worker (FatalWorkerError):
+        that is not one record's content, and committing past the record would lose it.
+        """
+        max_payload = self.settings.max_message_bytes // 2
+        try:
+            out = dead_letter_for(
+                self.stage.name,
+                ctx,
+                exc,
+                kind,
+                object_id=self.stage.object_id_of(item, ctx),
+                max_payload_bytes=max_payload,
+            )
+        except Exception as build_exc:
+            ctx.log.error("dead_letter_build_failed", error=describe(build_exc))
+            out = fallback_dead_letter(self.stage.name, ctx, exc, build_exc, kind, max_payload_bytes=max_payload)
+            item = None  # the hook must not trip over the same content
+        try:
+            await self._until_available(ctx, "dead_lettering", lambda: self._send_and_wait(out))
+        except Exception as send_exc:
+            ctx.log.error("dead_letter_send_failed", error=describe(send_exc))
+            out = fallback_dead_letter(self.stage.name, ctx, exc, send_exc, kind, max_payload_bytes=max_payload // 4)
+            item = None
+            try:
+                await self._until_available(ctx, "dead_lettering", lambda: self._send_and_wait(out))
+            except Exception as fallback_exc:
+                raise FatalWorkerError(f"cannot record dead letter: {describe(fallback_exc)}") from fallback_exc
         letter = out.value
         assert isinstance(letter, DeadLetter)
-        outages = 0
-        while True:
-            try:
-                await (await self._send(out))
-                await self.stage.dead_lettered(item, letter, ctx)
-                break
-            except Exception as send_exc:
-                if classify(send_exc) is not Failure.UNAVAILABLE:
-                    raise FatalWorkerError(f"cannot record dead letter: {send_exc}") from send_exc
-                outages += 1
-                self.metrics.outage_waits += 1
-                delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
-                ctx.log.warning(
-                    "dependency_unavailable",
-                    error=f"{type(send_exc).__name__}: {send_exc}",
-                    wait_s=round(delay, 2),
-                    while_="dead_lettering",
-                )
-                await asyncio.sleep(delay)
+        try:
+            await self._until_available(ctx, "dead_lettered_hook", lambda: self.stage.dead_lettered(item, letter, ctx))
+        except Exception as hook_exc:
+            ctx.log.error("dead_lettered_hook_failed", error=describe(hook_exc), reason=letter.reason)
         self.metrics.dead_letters += 1
         ctx.log.error(
             "dead_lettered",
@@ -245,6 +257,25 @@ class StageLoop(Generic[In]):
             object_id=letter.object_id,
             segment_id=letter.segment_id,
         )
+
+    async def _send_and_wait(self, out: Output) -> None:
+        await (await self._send(out))
+
+    async def _until_available(self, ctx: RecordContext, doing: str, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action`, waiting with capped backoff while the broker or Redis is unreachable."""
+        outages = 0
+        while True:
+            try:
+                await action()
+                return
+            except Exception as exc:
+                if classify(exc) is not Failure.UNAVAILABLE:
+                    raise
+                outages += 1
+                self.metrics.outage_waits += 1
+                delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
+                ctx.log.warning("dependency_unavailable", error=describe(exc), wait_s=round(delay, 2), while_=doing)
+                await asyncio.sleep(delay)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         """Drain in-flight records of these partitions and commit them (revocation/shutdown)."""

@@ -3,6 +3,10 @@
 Counters move only when a per-stage done marker is newly set, in the same Lua script, so a
 redelivered segment never counts twice. ``done`` is decided atomically by whichever write
 completes the picture (the last embedding, or the decoder's final segment count).
+
+Hashes of objects that end `failed` or `skipped` expire (``CAPSTREAM_FAILED_PROGRESS_TTL_S``):
+one event can name thousands of bad objects, and nothing downstream needs them once an
+operator has had time to look (the dead letters keep the detail). `done` hashes stay.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from schemas.progress import ObjectProgress, ObjectState
+from workers.runtime.redaction import safe_text
 from workers.state.keys import RedisKeys
 
 StageCounter = Literal["decoded", "captioned", "embedded"]
@@ -62,6 +67,7 @@ _RESET_FAILURE = (
     + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'failed' then return 0 end
 redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+redis.call('PERSIST', KEYS[1])
 local next_state = 'decoding'
 if redis.call('HEXISTS', KEYS[1], 'segments_total') == 1 then next_state = 'decoded' end
 redis.call('HSET', KEYS[1], 'state', next_state, 'updated_at', ARGV[1])
@@ -71,16 +77,41 @@ return 1
 """
 )
 
+_EXPIRE_FINISHED = """
+local function expire_finished(key, ttl)
+  if tonumber(ttl) > 0 then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
 # A late failure (a duplicate copy of a segment, a redelivered record) never undoes `done`.
-_FAIL = """
+_FAIL = (
+    _EXPIRE_FINISHED
+    + """
 if redis.call('HGET', KEYS[1], 'state') == 'done' then return 0 end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
 redis.call('HSET', KEYS[1], 'object_id', ARGV[1], 'state', 'failed', 'error', ARGV[2],
            'updated_at', ARGV[3], 'finished_at', ARGV[3])
+expire_finished(KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1
 """
+)
+
+# Only an object no run has touched becomes `skipped`: a filter changed since must not hide a run.
+_SKIP = (
+    _EXPIRE_FINISHED
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'skipped' then return 0 end
+redis.call('HSET', KEYS[1], 'object_id', ARGV[1], 'source_uri', ARGV[2], 'state', 'skipped', 'error', ARGV[3],
+           'created_at', ARGV[4], 'updated_at', ARGV[4], 'finished_at', ARGV[4])
+expire_finished(KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1
+"""
+)
 
 _START = """
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
@@ -104,11 +135,17 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+_WEEK_S = 7 * 24 * 3600
+_MAX_ERROR_CHARS = 2000
+
+
 class ProgressStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, marker_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, marker_ttl_s: int = _WEEK_S, failed_ttl_s: int = _WEEK_S) -> None:
         self._redis = redis
         self._keys = keys
         self._marker_ttl_s = marker_ttl_s
+        self._failed_ttl_s = failed_ttl_s
+        self._skip = redis.register_script(_SKIP)
         self._mark = redis.register_script(_MARK)
         self._set_total = redis.register_script(_SET_TOTAL)
         self._start = redis.register_script(_START)
@@ -148,7 +185,23 @@ class ProgressStore:
         now = datetime.now(UTC)
         result = await self._fail(
             keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
-            args=[object_id, error, now.isoformat(), now.timestamp()],
+            args=[object_id, safe_text(error, _MAX_ERROR_CHARS), now.isoformat(), now.timestamp(), self._failed_ttl_s],
+        )
+        return bool(result)
+
+    async def skip(self, object_id: str, source_uri: str, reason: str) -> bool:
+        """Show that a filter declined the object; False if a run already owns its progress."""
+        now = datetime.now(UTC)
+        result = await self._skip(
+            keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
+            args=[
+                object_id,
+                safe_text(source_uri),
+                safe_text(reason, _MAX_ERROR_CHARS),
+                now.isoformat(),
+                now.timestamp(),
+                self._failed_ttl_s,
+            ],
         )
         return bool(result)
 
@@ -178,5 +231,16 @@ class ProgressStore:
         )
 
     async def list_ids(self, limit: int = 100) -> list[str]:
-        ids = await self._redis.zrevrange(self._keys.objects(), 0, limit - 1)
-        return [_text(i) for i in ids if isinstance(i, bytes | str)]
+        """Newest object ids; ids whose progress hash has expired are dropped from the index."""
+        raw = await self._redis.zrevrange(self._keys.objects(), 0, limit - 1)
+        ids = [_text(i) for i in raw if isinstance(i, bytes | str)]
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for oid in ids:
+                pipe.exists(self._keys.progress(oid))
+            alive = await pipe.execute()
+        gone = [oid for oid, present in zip(ids, alive, strict=True) if not present]
+        if gone:
+            await self._redis.zrem(self._keys.objects(), *gone)
+        return [oid for oid, present in zip(ids, alive, strict=True) if present]
