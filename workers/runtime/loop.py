@@ -2,9 +2,10 @@
 
 Poll -> run records concurrently (bounded) -> stream outputs to the broker -> await their
 acks -> stage side effects -> commit the first unfinished offset per partition.
-While in-flight work is full the loop pauses its partitions and keeps polling, so the group
-never evicts it and nothing is buffered unboundedly. SIGTERM and partition revocation drain
-in-flight records and commit before letting go.
+The parts with one job each live beside it: ``PausingManager`` (backpressure without leaving
+the group), ``RecordAttempts`` (what to do after a failure), ``PartitionOffsets`` (the safe
+commit point), ``dead_letters`` (the letter for a record that cannot be processed).
+SIGTERM and partition revocation drain in-flight records and commit before letting go.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas.dead_letter import DeadLetter, ErrorKind
+from workers.runtime.attempts import RecordAttempts, Then
 from workers.runtime.dead_letters import dead_letter_for, describe, fallback_dead_letter
 from workers.runtime.errors import FatalWorkerError
 from workers.runtime.failures import Failure, backoff_s, classify
 from workers.runtime.kafka import make_consumer, make_producer
 from workers.runtime.offsets import PartitionOffsets
+from workers.runtime.pausing import PausingManager
 from workers.runtime.stage import In, Output, RecordContext, Stage
 from workers.settings import CommonSettings
 
@@ -69,7 +72,7 @@ class StageLoop(Generic[In]):
         self._producer: AIOKafkaProducer | None = None
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
-        self._paused = False
+        self._pausing: PausingManager | None = None
         self._fatal: BaseException | None = None
 
     @property
@@ -82,6 +85,7 @@ class StageLoop(Generic[In]):
         await self.stage.setup()
         self._producer = make_producer(self.settings)
         self._consumer = make_consumer(self.settings, self.group_id)
+        self._pausing = PausingManager(self._consumer, self.log)
         await self._producer.start()
         try:
             self._consumer.subscribe([self.stage.input_topic], listener=_RebalanceListener(self))
@@ -99,27 +103,16 @@ class StageLoop(Generic[In]):
             await self._shutdown()
 
     async def _poll_once(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        consumer, pausing = self._consumer, self._pausing
+        assert consumer is not None and pausing is not None
         free = self.max_in_flight - len(self._tasks)
         if free <= 0:
-            if not self._paused:
-                self._paused = True
-                self.metrics.pauses += 1
-                self.log.debug("paused", in_flight=len(self._tasks))
-            # Re-pause every pass: a rebalance assigns fresh partitions, which start unpaused.
-            consumer.pause(*consumer.assignment())
-            # Keep calling getmany so the consumer stays a live group member. Whatever a
-            # rebalance let through is not processed now: rewind so it is fetched again.
-            for tp, records in (await consumer.getmany(timeout_ms=100)).items():
-                if records:
-                    consumer.seek(tp, records[0].offset)
+            await pausing.poll_paused(len(self._tasks))
+            self.metrics.pauses = pausing.pauses
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             return
-        if self._paused:
-            consumer.resume(*consumer.assignment())
-            self._paused = False
+        pausing.resume()
         batches = await consumer.getmany(timeout_ms=200, max_records=free)
         for tp, records in batches.items():
             for record in records:
@@ -137,14 +130,15 @@ class StageLoop(Generic[In]):
         key = record.key.decode(errors="replace") if record.key else None
         log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
         self.metrics.records += 1
-        attempt = 0
-        outages = 0
+        attempts = RecordAttempts(
+            self.settings.max_attempts, self.settings.retry_backoff_s, self.settings.outage_backoff_max_s
+        )
         item: In | None = None
         outputs_acked = False
         started_at = datetime.now(UTC)
         record_time = _record_time(record.timestamp)
         while True:
-            attempt += 1
+            attempt = attempts.begin()
             ctx = RecordContext(
                 tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log, record_time, started_at
             )
@@ -158,25 +152,18 @@ class StageLoop(Generic[In]):
             except FatalWorkerError:
                 raise
             except Exception as exc:
-                failure = classify(exc)
-                error = describe(exc)
-                if failure is Failure.UNAVAILABLE:
-                    # Not the record's fault: do not spend its attempts, do not dead-letter it.
-                    attempt -= 1
-                    outages += 1
-                    self.metrics.outage_waits += 1
-                    delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
-                    log.warning("dependency_unavailable", error=error, wait_s=round(delay, 2))
-                    await asyncio.sleep(delay)
-                    continue
-                if failure is Failure.PERMANENT or attempt >= self.settings.max_attempts:
-                    kind: ErrorKind = "permanent" if failure is Failure.PERMANENT else "transient_exhausted"
-                    await self._dead_letter(item, ctx, exc, kind)
+                step = attempts.after_failure(exc)
+                if step.then is Then.DEAD_LETTER:
+                    assert step.kind is not None
+                    await self._dead_letter(item, ctx, exc, step.kind)
                     break
-                self.metrics.retries += 1
-                delay = backoff_s(self.settings.retry_backoff_s, attempt, self.settings.outage_backoff_max_s)
-                log.warning("retrying", attempt=attempt, error=error, delay_s=round(delay, 3))
-                await asyncio.sleep(delay)
+                if step.then is Then.WAIT:  # not the record's fault: the try did not count
+                    self.metrics.outage_waits += 1
+                    log.warning("dependency_unavailable", error=describe(exc), wait_s=round(step.delay_s, 2))
+                else:
+                    self.metrics.retries += 1
+                    log.warning("retrying", attempt=attempt, error=describe(exc), delay_s=round(step.delay_s, 3))
+                await asyncio.sleep(step.delay_s)
         offsets = self._offsets.get(tp)
         if offsets is not None:  # None: the partition was revoked and this record will be redelivered
             offsets.finish(record.offset)
@@ -290,6 +277,18 @@ class StageLoop(Generic[In]):
             self._offsets.pop(tp, None)
 
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Commit what is safe to commit.
+
+        1. Per partition, the safe offset is the first record not yet finished
+           (``PartitionOffsets``); a record is finished only after every output it produced
+           was acknowledged by the broker (``acks=all``) and its Redis effects were written,
+           or after its dead letter was acknowledged.
+        2. Commit those offsets in one request, bounded by ``commit_timeout_s`` so SIGTERM
+           never hangs on a coordinator that went away.
+        3. If the commit fails (rebalance in progress, broker blip), keep going: the
+           records are redelivered to whoever owns the partition next, never skipped.
+        4. Only an acknowledged commit moves ``PartitionOffsets.committed``.
+        """
         consumer = self._consumer
         if consumer is None:
             return
@@ -301,15 +300,13 @@ class StageLoop(Generic[In]):
         if not offsets:
             return
         try:
-            # aiokafka retries a commit while the coordinator is away; do not hang SIGTERM on it.
             await asyncio.wait_for(consumer.commit(offsets), self.settings.commit_timeout_s)
         except (CommitFailedError, KafkaError, TimeoutError) as exc:
-            # Rebalance in progress or broker blip: the records will simply be redelivered.
             self.log.warning("commit_failed", error=str(exc))
             return
         for tp, off in offsets.items():
             if tp in self._offsets:
-                self._offsets[tp].committed = off
+                self._offsets[tp].mark_committed(off)
         self.metrics.commits += 1
 
     async def _shutdown(self) -> None:
