@@ -80,6 +80,13 @@ class DecodeSettings(S3Settings):
     max_pixels: int = 448 * 448
     jpeg_quality: int = 85
     max_duration_s: float = 4 * 3600.0
+    max_source_pixels: int = Field(
+        default=8192 * 8192, ge=1, description="largest accepted picture, checked before decoding"
+    )
+    # Decode budget per object: one small file must not hold a worker for minutes (0 = off).
+    max_decode_s: float = Field(default=1800.0, ge=0, description="wall-clock limit of decoding one object")
+    max_decode_pixel_rate: float = Field(default=1e9, ge=0, description="decoded pixels per second of media")
+    max_pixels_per_byte: float = Field(default=1e6, ge=0, description="decoded pixels per compressed byte")
 
     @property
     def allowed_scheme_set(self) -> frozenset[str]:
@@ -114,6 +121,14 @@ class CaptionSettings(CommonSettings):
     caption_max_model_len: int = 32768
     caption_max_batch: int = 16
     caption_max_images: int = Field(default=8, description="images per request; >= the decoder's max_frames")
+    # Full HD: 10x the decoder's 448² frames, so outside producers may send larger ones, yet
+    # 8 such frames (~2k visual tokens each at 32x32 px per token) stay within half the
+    # default context, and one decoded frame is ~6 MB of RGB, never a decompression bomb.
+    caption_max_frame_pixels: int = Field(
+        default=1920 * 1080,
+        ge=32 * 32,
+        description="largest frame (width x height) a segment may carry; larger or non-JPEG frames: invalid_frame",
+    )
     caption_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
     caption_request_timeout_s: float = 300.0
     caption_prompt: str = (

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from tests import media_factory as mf
 from workers.decode import segmenter
+from workers.decode.allowlist import FORMAT_WHITELIST
 from workers.decode.frames import MIN_QUALITY, encode_jpeg, encode_within_budget, target_size, uniform_indices
 from workers.decode.scenes import CutDetector
 from workers.decode.segmenter import (
@@ -373,12 +374,14 @@ def test_url_options_are_merged_for_urls_only(monkeypatch: pytest.MonkeyPatch, m
     open_media(str(media["montage"])).close()
     remote, local = calls
     assert remote["timeout"] == (7, 7)
+    allow = {"format_whitelist": FORMAT_WHITELIST, "enable_drefs": "0", "max_pixels": str(8192 * 8192)}
     assert remote["options"] == {
         **URL_OPTIONS,
+        **allow,
         "protocol_whitelist": "http,https,tcp,tls",
         "request_size": "1048576",
     }
-    assert local["options"] == {"protocol_whitelist": "file"}
+    assert local["options"] == {**allow, "protocol_whitelist": "file"}
     with pytest.raises(ValueError, match="scheme"):
         open_media("s3://bucket/key.mp4")
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from workers.caption.prompt import ChatMessages
+from workers.caption.prompt import ChatMessages, build_canary_messages
 from workers.runtime.engine_args import engine_kwargs
 from workers.runtime.microbatch import MicroBatcher, engine_thread
 from workers.settings import CaptionSettings
@@ -51,9 +51,14 @@ class VllmCaptionBackend:
         self._sampling: Any = None
         self._owns_executor = executor is None
         self._executor = executor or engine_thread("caption-engine")
-        # More failures in a row than two poison inputs' retries: the engine is broken.
+        # Poison inputs never count (the batcher probes the engine after a failure), so trip
+        # on max_attempts engine failures: before a record's retries run out on a broken engine.
         self._batcher = MicroBatcher(
-            self._run_batch, settings.caption_max_batch, self._executor, 2 * settings.max_attempts + 1
+            self._run_batch,
+            settings.caption_max_batch,
+            self._executor,
+            max_consecutive_failures=settings.max_attempts,
+            canary=build_canary_messages(settings.caption_prompt),
         )
 
     async def start(self) -> None:

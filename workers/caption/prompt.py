@@ -8,9 +8,12 @@ Frames go in as images interleaved with their timestamps: Qwen3-VL reads the tim
 from __future__ import annotations
 
 import base64
+import io
 from typing import Any
 
-from schemas.segments import SegmentBatch
+from PIL import Image
+
+from schemas.segments import Frame, SegmentBatch
 
 ChatMessages = list[dict[str, Any]]
 
@@ -28,3 +31,26 @@ def build_caption_messages(segment: SegmentBatch, instruction: str) -> ChatMessa
     )
     content.append({"type": "text", "text": f"{span} {instruction}"})
     return [{"role": "user", "content": content}]
+
+
+def build_canary_messages(instruction: str) -> ChatMessages:
+    """A request a healthy engine always completes: one small grey frame, the real prompt.
+
+    The engine's batcher runs it after a request failed, before any request has succeeded,
+    to tell a poison input from a broken engine (``workers.runtime.microbatch``).
+    """
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(jpeg, format="JPEG")
+    frame = Frame(index=0, pts_s=0.0, width=64, height=64, jpeg=jpeg.getvalue())
+    segment = SegmentBatch(
+        object_id="canary",
+        segment_id="canary",
+        segment_index=0,
+        source_uri="canary:",
+        media_kind="image",
+        start_s=0.0,
+        end_s=0.0,
+        reason="end",
+        frames=[frame],
+    )
+    return build_caption_messages(segment, instruction)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from schemas.captions import Caption
 from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionBackend
+from workers.caption.frame_check import check_frames
 from workers.caption.prompt import build_caption_messages
 from workers.runtime.errors import PermanentError
 from workers.runtime.stage import ModelStage, Output, RecordContext
@@ -44,6 +45,9 @@ class CaptionStage(ModelStage[SegmentBatch]):
                 object_id=item.object_id,
                 segment_id=item.segment_id,
             )
+        # A frame the engine cannot read is the record's fault: dead-letter it now rather than
+        # fail engine calls with it (and make the engine look broken).
+        check_frames(item, self.settings.caption_max_frame_pixels)
         result = await self.backend.caption(build_caption_messages(item, self.settings.caption_prompt))
         caption = Caption(
             object_id=item.object_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -100,7 +101,11 @@ async def cmd_results(object_id: str, as_json: bool) -> int:
 
 
 def cmd_parse_event(source: str) -> int:
-    raw = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        sys.stderr.write(f"capstream: cannot read {source}: {exc.strerror or exc}\n")
+        return 2
     try:
         batch = parse_event(raw)
     except EventParseError as exc:

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from io import BytesIO
+from io import BytesIO, RawIOBase
 from itertools import chain
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -28,6 +28,12 @@ from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 from PIL import Image
 
+from workers.decode.allowlist import FILE_PROTOCOLS, NO_PROTOCOLS, URL_PROTOCOLS, forced_format, open_options
+from workers.decode.budget import DecodeBudget
+from workers.decode.declared import declared_size
+from workers.decode.errors import MEDIA_ERROR_REASONS as MEDIA_ERROR_REASONS
+from workers.decode.errors import MediaError as MediaError
+from workers.decode.errors import MediaErrorReason as MediaErrorReason
 from workers.decode.frames import (
     display_size,
     encode_within_budget,
@@ -44,17 +50,6 @@ log = structlog.get_logger(__name__)
 SegmentMode = Literal["scene", "fixed", "keyframe"]
 SEGMENT_MODES: Final[tuple[str, ...]] = ("scene", "fixed", "keyframe")
 
-MediaErrorReason = Literal[
-    "corrupt_media", "no_video_stream", "unsupported_media", "media_too_long", "resolution_too_large"
-]
-MEDIA_ERROR_REASONS: Final[tuple[str, ...]] = (
-    "corrupt_media",
-    "no_video_stream",
-    "unsupported_media",
-    "media_too_long",
-    "resolution_too_large",
-)
-
 # Range-request streaming for presigned URLs (see ENVIRONMENT.md): FFmpeg's defaults read the
 # whole object, sometimes more than once.
 URL_OPTIONS: Final[dict[str, str]] = {
@@ -62,28 +57,14 @@ URL_OPTIONS: Final[dict[str, str]] = {
     "initial_request_size": "65536",
     "multiple_requests": "1",
 }
-# Untrusted containers must not make FFmpeg open other resources (local files from a URL
-# source, or internal hosts); playlist demuxers are refused after opening as well.
-_URL_PROTOCOLS: Final = "http,https,tcp,tls"
-_FILE_PROTOCOLS: Final = "file"
-_REFERENCING_FORMATS: Final = frozenset({"hls", "dash", "concat", "imf", "ffmetadata"})
 _IMAGE_FORMATS: Final = frozenset({"image2", "image2pipe"})
 _EPS: Final = 1e-6
 _DEFAULT_FPS: Final = 25.0
 _PTS_RESET_S: Final = 2.0  # this long of backwards timestamps means they were reset
 _MIN_SEGMENT_BYTES: Final = 4096  # a 32x32 JPEG at the lowest quality step is ~0.9 kB
-
-
-class MediaError(Exception):
-    """Input media that can never be decoded; `reason` is a stable machine-readable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(reason, message)  # both in args, so the error pickles across processes
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+# Every object may decode this many frames at the largest accepted size before the
+# per-media-second and per-byte budgets apply: stills and short clips never hit them.
+_BASE_BUDGET_FRAMES: Final = 4
 
 
 @dataclass(frozen=True)
@@ -108,6 +89,10 @@ class SegmentPolicy:
     max_duration_s: float = 4 * 3600
     max_source_pixels: int = 8192 * 8192
     decode_threads: int = 0  # FFmpeg decoder threads per media; 0 lets FFmpeg choose
+    # Decode budget per object (see budget.py); 0 disables a limit.
+    max_decode_s: float = 1800.0  # wall clock
+    max_decode_pixel_rate: float = 1e9  # decoded pixels per second of media (4K60 is ~5e8)
+    max_pixels_per_byte: float = 1e6  # decoded pixels per compressed byte
 
     @property
     def detects_cuts(self) -> bool:
@@ -130,6 +115,9 @@ class SegmentPolicy:
                 ("max_duration_s", self.max_duration_s > 0),
                 ("max_source_pixels", self.max_source_pixels > 0),
                 ("decode_threads", self.decode_threads >= 0),
+                ("max_decode_s", self.max_decode_s >= 0),
+                ("max_decode_pixel_rate", self.max_decode_pixel_rate >= 0),
+                ("max_pixels_per_byte", self.max_pixels_per_byte >= 0),
             )
             if not ok
         ]
@@ -189,19 +177,37 @@ def _is_url(source: str) -> bool:
     return False
 
 
-def open_media(source: str, *, options: dict[str, str] | None = None, timeout_s: float = 20.0) -> InputContainer:
-    """Open a local path or http(s) URL for demuxing; undecodable input raises MediaError.
+def open_media(
+    source: str | BinaryIO | RawIOBase,
+    *,
+    options: dict[str, str] | None = None,
+    timeout_s: float = 20.0,
+    max_pixels: int = 8192 * 8192,
+    name: str = "",
+) -> InputContainer:
+    """Open a local path, an http(s) URL or a readable binary file object for demuxing.
 
-    Network failures and HTTP errors propagate unchanged: they may be transient.
+    Only the demuxers and protocols of allowlist.py may run, so the media cannot make FFmpeg
+    open anything else; decoders refuse pictures over `max_pixels`, while probing too.
+    Undecodable or refused input raises MediaError; network failures and HTTP errors
+    propagate unchanged (they may be transient). `name` is how a file object is shown.
     """
-    remote = _is_url(source)
-    merged = {"protocol_whitelist": _URL_PROTOCOLS if remote else _FILE_PROTOCOLS}
+    remote = False
+    forced: str | None = None
+    if isinstance(source, str):
+        remote = _is_url(source)
+        protocols = URL_PROTOCOLS if remote else FILE_PROTOCOLS
+        forced = None if remote else forced_format(source)
+        shown = redact(source)
+    else:
+        protocols = NO_PROTOCOLS
+        shown = name or "<stream>"
+    merged = open_options(protocols, max_pixels)
     if remote:
         merged |= URL_OPTIONS
     merged |= options or {}
-    shown = redact(source)
     try:
-        container = av.open(source, mode="r", options=merged, timeout=(timeout_s, timeout_s))
+        container = av.open(source, mode="r", format=forced, options=merged, timeout=(timeout_s, timeout_s))
     except av.error.InvalidDataError as exc:
         raise MediaError(
             "corrupt_media",
@@ -210,18 +216,19 @@ def open_media(source: str, *, options: dict[str, str] | None = None, timeout_s:
         ) from exc
     except (av.error.DemuxerNotFoundError, av.error.DecoderNotFoundError, av.error.PatchWelcomeError) as exc:
         raise MediaError("unsupported_media", f"{shown}: FFmpeg cannot read this format ({exc.strerror})") from exc
+    except av.error.ArgumentError as exc:
+        # FFmpeg's answer when the probed demuxer is not on the allow-list ("Format not on
+        # whitelist"): playlists, manifests, concat lists, file sequences, text.
+        raise MediaError(
+            "unsupported_media",
+            f"{shown}: not a self-contained video or image format; playlists, manifests, concat "
+            f"lists, image sequences and text are refused, upload the media itself ({exc.strerror})",
+        ) from exc
     except av.error.FFmpegError as exc:
         if remote and exc.filename:
             # Same exception class (callers classify on it), without the presigned query string.
             raise _without_url(exc, shown) from None
         raise
-    name = container.format.name
-    if name in _REFERENCING_FORMATS:
-        container.close()
-        raise MediaError(
-            "unsupported_media",
-            f"{shown}: {name} playlists/references are not accepted, upload the media itself",
-        )
     return container
 
 
@@ -400,7 +407,9 @@ def _open_animation(data: bytes, shown: str) -> Image.Image:
     """Animated WebP through Pillow: FFmpeg's webp decoder rejects animations."""
     try:
         return Image.open(BytesIO(data))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # before the canvas is allocated
+        raise MediaError("resolution_too_large", f"{shown}: animated WebP canvas is too large ({exc})") from exc
+    except (OSError, ValueError) as exc:
         raise MediaError("corrupt_media", f"{shown}: animated WebP could not be read by Pillow ({exc})") from exc
 
 
@@ -503,6 +512,7 @@ def _segments(
     shown: str,
     stats: _Stats,
     feed: PacketFeed | None = None,
+    budget: DecodeBudget | None = None,
 ) -> Iterator[DecodedSegment]:
     detector = CutDetector(policy.scene_threshold if policy.detects_cuts else 0.0)
     reformatter = VideoReformatter()
@@ -512,6 +522,8 @@ def _segments(
     for item in frames:
         width, height = (item.frame.width, item.frame.height)
         _check_resolution(width, height, policy, shown)
+        if budget is not None:
+            budget.charge(width * height, item.t)
         if item.t > policy.max_duration_s:
             raise MediaError(
                 "media_too_long",
@@ -562,37 +574,62 @@ def _segments(
     yield current.close(end_s, "end", policy)
 
 
+def _counted(packets: Iterable[Packet], budget: DecodeBudget) -> Iterator[Packet]:
+    """Every demuxed packet's bytes go into the budget, decoded or skipped."""
+    for packet in packets:
+        budget.add_bytes(packet.size)
+        yield packet
+
+
 def decode_segments(
-    source: str,
+    source: str | BinaryIO | RawIOBase,
     policy: SegmentPolicy,
     *,
     options: dict[str, str] | None = None,
     timeout_s: float = 20.0,
     on_info: Callable[[MediaInfo], None] | None = None,
+    name: str = "",
 ) -> Generator[DecodedSegment, None, None]:
-    """Yield the segments of `source` (local path or http(s) URL) as each one closes.
+    """Yield the segments of `source` (local path, http(s) URL or binary file object, shown
+    as `name`) as each one closes.
 
     Raises MediaError for input that can never be decoded, before decoding when the container
-    already shows it (no video, too long, too large); `on_info` sees the container's
-    declared properties before the first frame is decoded. Closing the generator early
-    closes the container.
+    or an image header already shows it (no video, too long, too large), and as soon as
+    decoding exceeds the object's budget; `on_info` sees the declared properties before the
+    first frame is decoded. Closing the generator early closes the container.
     """
-    shown = redact(source)
+    shown = redact(source) if isinstance(source, str) else name or "<stream>"
     started = time.perf_counter()
     stats = _Stats()
     segments = 0
     feed: PacketFeed | None = None
-    container = open_media(source, options=options, timeout_s=timeout_s)
+    container = open_media(
+        source, options=options, timeout_s=timeout_s, max_pixels=policy.max_source_pixels, name=shown
+    )
     try:
-        stream = select_video_stream(container, source)
+        stream = select_video_stream(container, shown)
         info = probe_media(container, stream)
-        packets: Iterable[Packet] = container.demux(stream)
+        budget = DecodeBudget(
+            base_pixels=_BASE_BUDGET_FRAMES * policy.max_source_pixels,
+            pixel_rate=policy.max_decode_pixel_rate,
+            pixels_per_byte=policy.max_pixels_per_byte,
+            max_seconds=policy.max_decode_s,
+            shown=shown,
+        )
+        packets: Iterable[Packet] = _counted(container.demux(stream), budget)
         frames: Iterable[_Decoded] | None = None
-        if container.format.name == "webp_pipe":
-            # The webp demuxer hands the whole file over as one packet.
+        if container.format.name.endswith("_pipe") or container.format.name == "gif":
+            # Image demuxers hand the whole file over as one packet (GIF: the header with the
+            # first frame): read the size the header declares before any decoder allocates
+            # it (probing did not: max_pixels stopped it, so the stream may show 0x0).
             packets = iter(packets)
             first = next(packets, None)
-            if first is not None and _is_animated_webp(blob := bytes(first)):
+            blob = bytes(first) if first is not None else b""
+            if (size := declared_size(blob)) is not None:
+                _check_resolution(*size, policy, shown)
+                if not info.width or not info.height:
+                    info = MediaInfo(info.kind, info.duration_s, size[0], size[1], info.codec, info.fps)
+            if container.format.name == "webp_pipe" and _is_animated_webp(blob):
                 animation = _open_animation(blob, shown)
                 info = MediaInfo("video", 0.0, animation.width, animation.height, "webp", None)
                 frames = _pillow_frames(animation, shown, stats)
@@ -605,16 +642,26 @@ def decode_segments(
             stream.thread_type = "AUTO"  # frame + slice threading; must be set before the first decode
             if policy.decode_threads:
                 stream.codec_context.thread_count = policy.decode_threads
+            # Decoders refuse (EINVAL) pictures over the limit instead of allocating them.
+            stream.codec_context.options = {"max_pixels": str(policy.max_source_pixels)}
             feed = PacketFeed(packets, _feed_mode(policy, info.codec), _origin_s(container))
             if feed.mode == "keyframes":
                 # The decoder drops non-key packets too (some demuxers flag more than IDR frames).
                 stream.codec_context.skip_frame = "NONKEY"
             frames = _timed_frames(container, stream, feed, stats)
-        for segment in _segments(frames, policy, info, shown, stats, feed):
+        for segment in _segments(frames, policy, info, shown, stats, feed, budget):
             segments += 1
             yield segment
     except av.error.InvalidDataError as exc:
         raise MediaError("corrupt_media", f"{shown}: demuxing failed ({exc.strerror})") from exc
+    except av.error.ArgumentError as exc:
+        # What a decoder answers for a picture over max_pixels whose size the container did
+        # not declare (declared sizes were checked above).
+        raise MediaError(
+            "resolution_too_large",
+            f"{shown}: the decoder refused a picture ({exc.strerror}); pictures over "
+            f"{policy.max_source_pixels} pixels are refused",
+        ) from exc
     finally:
         container.close()
         if stats.decode_errors or stats.dropped:

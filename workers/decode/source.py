@@ -1,24 +1,28 @@
 """Where the decoder reads an object from: a presigned S3 URL PyAV streams with bounded range
-requests, or (when allowed by config) a local file or an HTTP(S) URL.
+requests, or (when allowed by config) a local file or an HTTP(S) URL read through a vetted
+client (http_reader.py).
 
-Nothing is downloaded here: FFmpeg reads the URL itself, 256 KiB per range request, so memory
-stays bounded and a seek fetches only what it needs. Credentials come from the standard AWS
+Nothing is downloaded here: FFmpeg reads the presigned URL itself, 256 KiB per range request,
+so memory stays bounded and a seek fetches only what it needs. Credentials come from the standard AWS
 chain; the presigned URL carries the access key id and a signature, so it is never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import functools
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from schemas.events import ObjectCreated
+from workers.decode.http_reader import HttpReader, open_http_source
+from workers.decode.http_reader import address_refusal as address_refusal
+from workers.decode.segmenter import redact
 from workers.runtime.errors import PermanentError
 from workers.s3_client import s3_client
 from workers.settings import DecodeSettings
@@ -27,13 +31,10 @@ log = structlog.get_logger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
-
-# Cloud instance-metadata endpoints: an event payload must never make the worker fetch its
-# own credentials. Link-local ranges (169.254/16, fe80::/10) are refused as a whole.
-_METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"})
-_METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
-)
+# The request names something S3 will never serve (a bad version id, a key too long). A HEAD
+# has no body, so most of these arrive as the bare status. RequestTimeout and expired tokens
+# are 400s too, but transient: they are not listed.
+_INVALID = {"400", "InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName", "InvalidObjectName"}
 
 
 class ObjectSource:
@@ -53,7 +54,7 @@ class ObjectSource:
             await self._client_cm.__aexit__(None, None, None)
             self._client_cm = self._client = None
 
-    async def resolve(self, event: ObjectCreated) -> str:
+    async def resolve(self, event: ObjectCreated) -> str | HttpReader:
         scheme = event.scheme
         if scheme not in self._settings.allowed_scheme_set:
             raise PermanentError(
@@ -70,13 +71,32 @@ class ObjectSource:
                 raise PermanentError("object_not_found", f"no such file: {path}", object_id=event.object_id)
             self._check_size(event, size)
             return str(path)
-        await self._check_host(event)
-        return event.uri
+        try:
+            return await asyncio.to_thread(self._open_http, event.uri)
+        except PermanentError as exc:
+            raise PermanentError(exc.reason, str(exc), object_id=event.object_id) from exc
 
-    def ffmpeg_options(self, location: str) -> dict[str, str]:
+    def _open_http(self, url: str) -> HttpReader:
+        """Vet the host and every redirect, check the size, and return a reader pinned to
+        the vetted address (blocking: runs on a thread)."""
+        settings = self._settings
+        timeout = httpx.Timeout(settings.read_timeout_s)
+        client = httpx.Client(
+            timeout=timeout, follow_redirects=False, transport=httpx.HTTPTransport(retries=settings.read_retries)
+        )
+        vet = functools.partial(address_refusal, allow_private=settings.http_allow_private)
+        shown = redact(url)
+        try:
+            source, head = open_http_source(client, url, vet=vet, max_bytes=settings.max_object_bytes, shown=shown)
+        except BaseException:
+            client.close()
+            raise
+        return HttpReader(client, source, head, max_bytes=settings.max_object_bytes, shown=shown)
+
+    def ffmpeg_options(self, location: str | HttpReader) -> dict[str, str]:
         """FFmpeg protocol options for ``location``: reconnect on transient network/HTTP
         errors (each retry is a range request from where reading stopped)."""
-        if not location.startswith(("http://", "https://")):
+        if not isinstance(location, str) or not location.startswith(("http://", "https://")):
             return {}
         retries = self._settings.read_retries
         if retries == 0:
@@ -88,27 +108,6 @@ class ObjectSource:
             "reconnect_max_retries": str(retries),
             "reconnect_delay_max": "8",
         }
-
-    async def _check_host(self, event: ObjectCreated) -> None:
-        """Refuse http(s) sources that point at metadata, link-local or (unless allowed)
-        loopback/private addresses: event payloads are untrusted input."""
-        host = (urlsplit(event.uri).hostname or "").lower()
-        if not host:
-            raise PermanentError("address_not_allowed", f"{event.uri!r} has no host", object_id=event.object_id)
-        if host in _METADATA_HOSTS:
-            raise PermanentError("address_not_allowed", f"{host} is a metadata endpoint", object_id=event.object_id)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise PermanentError(
-                "object_not_found", f"cannot resolve {host}: {exc.strerror}", object_id=event.object_id
-            ) from exc
-        for info in infos:
-            reason = address_refusal(str(info[4][0]), allow_private=self._settings.http_allow_private)
-            if reason:
-                raise PermanentError(
-                    "address_not_allowed", f"{host} resolves to {info[4][0]} ({reason})", object_id=event.object_id
-                )
 
     async def _presign(self, event: ObjectCreated) -> str:
         assert event.bucket and event.key and self._client is not None
@@ -126,6 +125,10 @@ class ObjectSource:
             if code in _FORBIDDEN:
                 raise PermanentError(
                     "access_denied", f"no read access to {event.uri} ({code})", object_id=event.object_id
+                ) from exc
+            if code in _INVALID:
+                raise PermanentError(
+                    "invalid_request", f"S3 refuses to serve {event.uri} ({code})", object_id=event.object_id
                 ) from exc
             raise  # throttling, 5xx: transient, retried by the loop
         except BotoCoreError:
@@ -145,26 +148,6 @@ class ObjectSource:
             )
         if size == 0:
             raise PermanentError("empty_object", f"{event.uri} is empty", object_id=event.object_id)
-
-
-def address_refusal(address: str, *, allow_private: bool) -> str | None:
-    """Why an http(s) source may not be fetched from ``address``, or None if it may.
-
-    FFmpeg resolves the host again and follows redirects itself, so this check stops event
-    payloads naming bad hosts, not a DNS server or web server that is hostile on purpose.
-    """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in _METADATA_ADDRESSES:
-        return "metadata endpoint"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return "not a unicast host"
-    if not allow_private and (ip.is_loopback or ip.is_private):
-        return "private address; CAPSTREAM_HTTP_ALLOW_PRIVATE=true allows it"
-    return None
 
 
 def _file_size(path: Path) -> int | None:

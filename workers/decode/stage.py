@@ -15,7 +15,7 @@ from schemas.ids import segment_id
 from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
 from workers.decode.filters import EventFilter
-from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments, redact
 from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
@@ -49,6 +49,10 @@ def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
         jpeg_quality=settings.jpeg_quality,
         max_segment_bytes=(settings.max_message_bytes - _ENVELOPE_BYTES) * 3 // 4,
         max_duration_s=settings.max_duration_s,
+        max_source_pixels=settings.max_source_pixels,
+        max_decode_s=settings.max_decode_s,
+        max_decode_pixel_rate=settings.max_decode_pixel_rate,
+        max_pixels_per_byte=settings.max_pixels_per_byte,
     )
 
 
@@ -160,13 +164,18 @@ class DecodeStage(Stage[EventBatch]):
         location = await self.source.resolve(obj)
         options = self.source.ffmpeg_options(location)
         timeout_s = self.settings.read_timeout_s
+        name = redact(obj.uri)  # how a reader (http(s) source) is shown in errors
         try:
             async for segment in iterate_in_thread(
-                lambda: decode_segments(location, self.policy, options=options, timeout_s=timeout_s), self._executor
+                lambda: decode_segments(location, self.policy, options=options, timeout_s=timeout_s, name=name),
+                self._executor,
             ):
                 yield segment
         except MediaError as exc:
             raise PermanentError(exc.reason, str(exc), object_id=obj.object_id) from exc
+        finally:
+            if not isinstance(location, str):
+                location.close()
 
     async def delivered(self, item: EventBatch, ctx: RecordContext) -> None:
         outcome = self._outcomes.get(ctx.owner, _RecordOutcome())

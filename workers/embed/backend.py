@@ -33,9 +33,14 @@ class VllmEmbedBackend:
         self._llm: Any = None
         self._owns_executor = executor is None
         self._executor = executor or engine_thread("embed-engine")
-        # More failures in a row than two poison inputs' retries: the engine is broken.
+        # Poison inputs never count (the batcher probes the engine after a failure), so trip
+        # on max_attempts engine failures: before a record's retries run out on a broken engine.
         self._batcher = MicroBatcher(
-            self._run_batch, settings.embed_max_batch, self._executor, 2 * settings.max_attempts + 1
+            self._run_batch,
+            settings.embed_max_batch,
+            self._executor,
+            max_consecutive_failures=settings.max_attempts,
+            canary="A short caption.",
         )
 
     async def start(self) -> None:

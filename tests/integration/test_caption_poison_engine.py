@@ -1,0 +1,91 @@
+"""Poison inputs against the REAL in-process engines (tiny Qwen3-VL, MiniLM on vLLM CPU):
+they fail alone and are never taken for a broken engine, also before any request has
+succeeded (the built-in canary is a request the real engine completes).
+
+The caption poison bypasses the stage's frame check on purpose: it stands for whatever input
+the check cannot foresee. Every poison is made here; nothing binary is committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from workers.caption.backend import VllmCaptionBackend
+from workers.caption.prompt import ChatMessages
+from workers.embed.backend import VllmEmbedBackend
+from workers.offline_profile import offline_env
+from workers.runtime.errors import FatalWorkerError
+from workers.runtime.microbatch import engine_thread
+from workers.settings import CaptionSettings, EmbedSettings
+
+pytestmark = pytest.mark.e2e
+
+ATTEMPTS = 3  # what the consumer loop does with a transient failure before the DLQ
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in offline_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CAPSTREAM_MAX_ATTEMPTS", str(ATTEMPTS))  # the engine-failure limit too
+
+
+def _image_message(data: bytes) -> ChatMessages:
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Describe it."}]
+    return [{"role": "user", "content": content}]
+
+
+def _jpeg(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), random.Random(seed).randbytes(64 * 64 * 3)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+async def test_real_engines_blame_poison_on_the_input(offline: None) -> None:
+    # Both engines live in this process at once, on one engine thread, as in `capstream run`:
+    # vLLM's per-process state does not survive one engine being torn down under the other.
+    executor = engine_thread()
+    captioner = VllmCaptionBackend(CaptionSettings(), executor)
+    embedder = VllmEmbedBackend(EmbedSettings(), executor)
+    try:
+        await captioner.start()
+        await embedder.start()
+        await _caption_poison_is_the_inputs_fault(captioner)
+        await _overlong_text_is_the_inputs_fault(embedder)
+    finally:
+        await captioner.close()
+        await embedder.close()
+        executor.shutdown(wait=True)
+
+
+async def _caption_poison_is_the_inputs_fault(engine: VllmCaptionBackend) -> None:
+    # Four poison segments first, each tried like the loop would: a fresh worker meeting them
+    # at the head of its partitions, before anything succeeded (the canary answers for the engine).
+    for seed in range(4):
+        await _fails_as_the_inputs_fault(engine.caption, _image_message(random.Random(seed).randbytes(3000)))
+    assert (await engine.caption(_image_message(_jpeg(1)))).completion_tokens
+    # After a success, more poison (truncated JPEGs): the probe is now the last good request.
+    for seed in range(4):
+        await _fails_as_the_inputs_fault(engine.caption, _image_message(_jpeg(10 + seed)[:200]))
+    assert (await engine.caption(_image_message(_jpeg(2)))).completion_tokens
+
+
+async def _overlong_text_is_the_inputs_fault(engine: VllmEmbedBackend) -> None:
+    for _ in range(4):
+        await _fails_as_the_inputs_fault(engine.embed, "caption " * 5000)  # far beyond MiniLM's context
+    assert len(await engine.embed("a cat on a sofa")) == 384
+
+
+async def _fails_as_the_inputs_fault(call: Callable[[Any], Awaitable[object]], poison: Any) -> None:
+    for _ in range(ATTEMPTS):
+        with pytest.raises(Exception) as info:
+            await call(poison)
+        assert not isinstance(info.value, FatalWorkerError), info.value
