@@ -33,7 +33,8 @@ _DECODE = """
 import asyncio, json, sys
 import av
 from schemas.events import ObjectCreated
-from workers.decode.segmenter import decode_segments, open_media
+from workers.decode.container import open_media
+from workers.decode.segmenter import decode_segments
 from workers.decode.source import ObjectSource
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings

@@ -21,17 +21,15 @@ from PIL import Image, ImageOps
 from tests import media_factory as mf
 from workers.decode import segmenter
 from workers.decode.allowlist import FORMAT_WHITELIST
+from workers.decode.container import URL_OPTIONS, open_media, redact
 from workers.decode.frames import MIN_QUALITY, encode_jpeg, encode_within_budget, target_size, uniform_indices
 from workers.decode.scenes import CutDetector
 from workers.decode.segmenter import (
-    URL_OPTIONS,
     DecodedSegment,
     MediaError,
     MediaInfo,
     SegmentPolicy,
     decode_segments,
-    open_media,
-    redact,
 )
 
 FPS = 24

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 MediaErrorReason = Literal[
     "corrupt_media",
@@ -12,14 +12,7 @@ MediaErrorReason = Literal[
     "resolution_too_large",
     "decode_budget_exceeded",
 ]
-MEDIA_ERROR_REASONS: Final[tuple[str, ...]] = (
-    "corrupt_media",
-    "no_video_stream",
-    "unsupported_media",
-    "media_too_long",
-    "resolution_too_large",
-    "decode_budget_exceeded",
-)
+MEDIA_ERROR_REASONS: Final[tuple[str, ...]] = get_args(MediaErrorReason)
 
 
 class MediaError(Exception):

@@ -5,7 +5,8 @@ Decoding, not demuxing, is the cost. When the caller only needs the first frame 
 no such frame is never decoded: its packets wait in a buffer and are dropped when the next
 keyframe arrives. A GOP that does hold one is decoded from its keyframe up to that frame, so
 every frame that comes out is exact (no "nearest keyframe" approximation), and segment
-boundaries and sample times match dense decoding.
+boundaries and sample times match dense decoding. The one exception is open-GOP streams,
+whose leading B-frames may refer back to a skipped GOP (see the keyframe branch below).
 """
 
 from __future__ import annotations
@@ -70,7 +71,15 @@ class PacketFeed:
                     self.skipped += 1
                 continue
             if packet.is_keyframe:
-                self.skipped += len(pending)  # nothing after this keyframe refers back to them
+                # The previous GOP's packets still pending hold no wanted frame and are never
+                # decoded. In a closed GOP nothing from this keyframe on refers back to them. In
+                # an open GOP (MPEG-2, HEVC CRA, H.264 non-IDR I-frames) the B-frames right after
+                # the keyframe in decode order may reference the previous GOP's last pictures,
+                # which may be among those dropped: such frames decode with artefacts or the
+                # decoder drops them. Only these leading frames are affected, and they come
+                # before the keyframe in display order; a sample that falls on one can differ
+                # from what dense decoding gives.
+                self.skipped += len(pending)
                 pending.clear()
             pending.append(packet)
             if t is None or t >= self.wanted_s - _EPS:

@@ -14,8 +14,9 @@ from schemas.events import EventBatch, EventParseError, ObjectCreated, parse_eve
 from schemas.ids import segment_id
 from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
+from workers.decode.container import redact
 from workers.decode.filters import EventFilter
-from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments, redact
+from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
 from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
