@@ -14,7 +14,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from workers.localstack.stack import HOST, ManagedProcess, _check_alive, _clean_env, _spawn, _timeout_error
+from workers.localstack.processes import HOST, ManagedProcess, check_alive, clean_env, spawn
+from workers.localstack.readiness import timeout_error
 
 
 def start_vllm_server(
@@ -31,7 +32,7 @@ def start_vllm_server(
         "--model", model, "--served-model-name", served_model_name,
         "--host", HOST, "--port", str(port), *extra_args,
     ]  # fmt: skip
-    return _spawn("vllm", argv, log_path, env=_clean_env(env or {}), ports={"http": port})
+    return spawn("vllm", argv, log_path, env=clean_env(env or {}), ports={"http": port})
 
 
 def wait_for_vllm(base_url: str, *, timeout: float = 240.0, process: ManagedProcess | None = None) -> None:
@@ -39,7 +40,7 @@ def wait_for_vllm(base_url: str, *, timeout: float = 240.0, process: ManagedProc
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
-        _check_alive(process)
+        check_alive(process)
         try:
             with urllib.request.urlopen(f"{base_url.rstrip('/')}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -47,4 +48,4 @@ def wait_for_vllm(base_url: str, *, timeout: float = 240.0, process: ManagedProc
         except (urllib.error.URLError, OSError) as exc:
             last = exc
         time.sleep(0.5)
-    raise _timeout_error("vLLM server", timeout, last, process)
+    raise timeout_error("vLLM server", timeout, last, process)
