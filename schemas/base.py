@@ -1,10 +1,11 @@
-"""Common base for every message on the wire."""
+"""Common bases for the messages on the wire: every message, and every message about one segment."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def utc_now() -> datetime:
@@ -23,3 +24,28 @@ class Message(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class SegmentRef(Message):
+    """The fields that say which segment a message is about, validated the same everywhere.
+
+    Segment batches, captions and embeddings all carry them; a stage copies them from its
+    input to its output with ``segment_ref()``.
+    """
+
+    object_id: str
+    segment_id: str
+    segment_index: int = Field(ge=0)
+    source_uri: str
+    start_s: float = Field(ge=0, description="seconds from the start of the media")
+    end_s: float = Field(ge=0, description="seconds from the start of the media; >= start_s")
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> Self:
+        if self.end_s < self.start_s:
+            raise ValueError(f"end_s {self.end_s} is before start_s {self.start_s}")
+        return self
+
+    def segment_ref(self) -> dict[str, Any]:
+        """The identifying fields only, as keyword arguments for the next message."""
+        return {name: getattr(self, name) for name in SegmentRef.model_fields}

@@ -7,17 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Message, utc_now
+from schemas.base import SegmentRef, utc_now
 
 
-class Caption(Message):
+class Caption(SegmentRef):
     schema_version: Literal[1] = 1
-    object_id: str
-    segment_id: str
-    segment_index: int = Field(ge=0)
-    source_uri: str
-    start_s: float
-    end_s: float
     frame_pts: list[float]
     text: str
     model: str

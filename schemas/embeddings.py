@@ -7,18 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.base import Message, utc_now
+from schemas.base import SegmentRef, utc_now
 
 
-class Embedding(Message):
+class Embedding(SegmentRef):
     schema_version: Literal[1] = 1
     embedding_id: str
-    object_id: str
-    segment_id: str
-    segment_index: int = Field(ge=0)
-    source_uri: str
-    start_s: float
-    end_s: float
     caption: str
     caption_model: str
     model: str

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Message, utc_now
+from schemas.base import Message, SegmentRef, utc_now
 
 SegmentReason = Literal["cut", "window", "end"]
 
@@ -20,15 +20,9 @@ class Frame(Message):
     jpeg: bytes = Field(description="JPEG bytes (base64 in JSON)")
 
 
-class SegmentBatch(Message):
+class SegmentBatch(SegmentRef):
     schema_version: Literal[1] = 1
-    object_id: str
-    segment_id: str
-    segment_index: int = Field(ge=0)
-    source_uri: str
     media_kind: Literal["image", "video"]
-    start_s: float = Field(ge=0)
-    end_s: float = Field(ge=0)
     reason: SegmentReason
     frames: list[Frame] = Field(min_length=1)
     decoded_at: datetime = Field(default_factory=utc_now)

@@ -6,7 +6,8 @@ AWS credentials are not settings: they come from the standard AWS chain (env, pr
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,7 +107,67 @@ class BridgeSettings(S3Settings):
     s3_events_bridge: bool = Field(default=False, description="`capstream run` also runs the bridge")
 
 
-class CaptionSettings(CommonSettings):
+@dataclass(frozen=True)
+class ModelServing:
+    """How one model stage serves its model, whichever stage: what the shared backend bases
+    (``workers.runtime.model_backend``) read.
+
+    Each model stage declares these knobs as its own prefixed settings
+    (``CAPSTREAM_CAPTION_MODEL``, ``CAPSTREAM_EMBED_MODEL``, ...). They are not one shared
+    block of fields: pydantic-settings shares a block either as a nested model (the variables
+    would become ``CAPSTREAM_CAPTION__MODEL``) or as a mixin (one unprefixed name for every
+    stage), and the variable names are documented and deployed; the flat fields are also
+    what ``CaptionSettings(caption_backend=...)`` and the README check use. So the fields stay
+    flat with their own defaults, and this typed view, read by name from ``<prefix>_<knob>``,
+    is the one place code meets the shared knobs: no backend code mirrors the two stages. A
+    new model stage declares the same knobs under its prefix (``ModelStageSettings``) and
+    gets the same backends.
+    """
+
+    stage: str  # the prefix, e.g. "caption"
+    max_in_flight: int  # the HTTP client's connection cap, where the backend caps them
+    model: str  # hub id or local path
+    served_name: str  # recorded in outputs and sent to the server: model_name, else model
+    backend: Backend
+    openai_url: str
+    openai_api_key: str = field(repr=False)
+    max_batch: int
+    engine_args: str
+    # Bounds one request with either backend: the in-process engine's wait for its result
+    # (queue + batch) and the HTTP client's timeouts.
+    request_timeout_s: float
+    max_attempts: int  # also the engine-failure limit of the in-process engine
+
+
+class ModelStageSettings(CommonSettings):
+    """Settings of a stage served by a model: ``<serving_prefix>_<knob>`` for each knob of
+    ``ModelServing`` (``<prefix>_model_name`` for ``served_name``)."""
+
+    serving_prefix: ClassVar[str]
+
+    @property
+    def serving(self) -> ModelServing:
+        def knob(name: str) -> Any:
+            return getattr(self, f"{self.serving_prefix}_{name}")
+
+        return ModelServing(
+            stage=self.serving_prefix,
+            max_in_flight=knob("max_in_flight"),
+            model=knob("model"),
+            served_name=knob("model_name") or knob("model"),
+            backend=knob("backend"),
+            openai_url=knob("openai_url"),
+            openai_api_key=knob("openai_api_key"),
+            max_batch=knob("max_batch"),
+            engine_args=knob("engine_args"),
+            request_timeout_s=knob("request_timeout_s"),
+            max_attempts=self.max_attempts,
+        )
+
+
+class CaptionSettings(ModelStageSettings):
+    serving_prefix = "caption"
+
     caption_group: str = Field(default="capstream-caption", description="consumer group of caption workers")
     caption_max_in_flight: int = Field(default=16, ge=1, description="segments in the engine at once per worker")
     caption_model: str = Field(default="Qwen/Qwen3-VL-4B-Instruct", description="hub id or local path")
@@ -130,14 +191,18 @@ class CaptionSettings(CommonSettings):
         description="largest frame (width x height) a segment may carry; larger or non-JPEG frames: invalid_frame",
     )
     caption_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
-    caption_request_timeout_s: float = 300.0
+    caption_request_timeout_s: float = Field(
+        default=300.0, description="longest wait for one caption, with either backend (engine or HTTP)"
+    )
     caption_prompt: str = (
         "These frames are from one scene of a video, with their timestamps. "
         "Describe what happens in one or two factual sentences."
     )
 
 
-class EmbedSettings(CommonSettings):
+class EmbedSettings(ModelStageSettings):
+    serving_prefix = "embed"
+
     embed_group: str = Field(default="capstream-embed", description="consumer group of embed workers")
     embed_max_in_flight: int = Field(default=64, ge=1, description="captions being embedded at once per worker")
     embed_model: str = Field(default="Qwen/Qwen3-Embedding-8B", description="hub id or local path; 0.6B for small GPUs")
@@ -149,4 +214,6 @@ class EmbedSettings(CommonSettings):
     embed_openai_api_key: str = "EMPTY"
     embed_max_batch: int = 64
     embed_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
-    embed_request_timeout_s: float = 120.0
+    embed_request_timeout_s: float = Field(
+        default=120.0, description="longest wait for one embedding, with either backend (engine or HTTP)"
+    )

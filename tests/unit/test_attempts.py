@@ -23,7 +23,7 @@ def test_transient_failures_retry_with_growing_backoff_then_dead_letter() -> Non
     assert a.begin() == 3
     final = a.after_failure(RuntimeError("blip"))
     assert final.then is Then.DEAD_LETTER and final.kind == "transient_exhausted"
-    # Full jitter is [0.5, 1.5) x base * 2^(try-1): the second delay's range starts above the first's midpoint.
+    # ±50% jitter: [0.5, 1.5) x base * 2^(try-1): the second delay's range starts above the first's midpoint.
     assert 0.05 <= delays[0] < 0.15 and 0.1 <= delays[1] < 0.3
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 
+from schemas.base import SegmentRef
+from schemas.captions import Caption
 from schemas.embeddings import Embedding
 from schemas.export import JSON_DIR, render_schemas
 from schemas.segments import Frame, SegmentBatch
@@ -61,3 +65,43 @@ def test_exported_json_schemas_are_current() -> None:
         path = JSON_DIR / filename
         assert path.exists(), f"missing {path}; run python -m schemas.export"
         assert path.read_text() == text, f"{path} is stale; run python -m schemas.export"
+
+
+# Before SegmentRef, captions and embeddings accepted both of these and segment batches
+# accepted an end before the start: every message about a segment now validates the same.
+_SEGMENT_MESSAGES: dict[str, Callable[..., SegmentRef]] = {
+    "segment": lambda **ref: SegmentBatch(**{**_segment().model_dump(), **ref}),
+    "caption": lambda **ref: Caption(
+        **{**_REF, **ref}, frame_pts=[0.0], text="t", model="m", backend="vllm", latency_s=0.0
+    ),
+    "embedding": lambda **ref: Embedding(
+        **{**_REF, **ref}, embedding_id="e", caption="c", caption_model="m", model="m", dim=1, vector=[0.0]
+    ),
+}
+_REF = {"object_id": "o", "segment_id": "s", "segment_index": 0, "source_uri": "s3://b/k", "start_s": 0.0, "end_s": 2.5}
+
+
+@pytest.mark.parametrize("kind", sorted(_SEGMENT_MESSAGES))
+@pytest.mark.parametrize(
+    "times", [{"start_s": 2.0, "end_s": 1.0}, {"start_s": -1.0, "end_s": 1.0}], ids=["end_before_start", "negative"]
+)
+def test_every_segment_message_rejects_impossible_times(kind: str, times: dict[str, float]) -> None:
+    make = _SEGMENT_MESSAGES[kind]
+    good = make()
+    with pytest.raises(ValidationError):
+        make(**times)
+    with pytest.raises(ValidationError):  # the same on the wire
+        type(good).model_validate_json(good.model_copy(update=times).to_bytes())
+
+
+@pytest.mark.parametrize("kind", sorted(_SEGMENT_MESSAGES))
+def test_a_still_image_spans_no_time(kind: str) -> None:
+    message = _SEGMENT_MESSAGES[kind](start_s=0.0, end_s=0.0)
+    assert type(message).model_validate_json(message.to_bytes()) == message
+
+
+def test_segment_ref_carries_exactly_the_identifying_fields() -> None:
+    seg = _segment()
+    assert seg.segment_ref() == {k: getattr(seg, k) for k in _REF}
+    caption = Caption(**seg.segment_ref(), frame_pts=[], text="t", model="m", backend="openai", latency_s=0.0)
+    assert caption.segment_ref() == seg.segment_ref()

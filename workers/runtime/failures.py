@@ -74,5 +74,5 @@ def classify(exc: BaseException) -> Failure:
 
 
 def backoff_s(base_s: float, attempt: int, cap_s: float) -> float:
-    """Exponential backoff with full jitter in [0.5, 1.5) x, capped."""
+    """Exponential backoff, capped, then jittered by ±50% (a factor in [0.5, 1.5), not full jitter)."""
     return min(cap_s, base_s * 2 ** max(0, attempt - 1)) * (0.5 + random.random())

@@ -16,12 +16,11 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from schemas.base import Message
+from schemas.base import Message, SegmentRef
 from schemas.dead_letter import DeadLetter
 from workers.runtime.errors import PermanentError
 
 In = TypeVar("In")
-M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,8 @@ class Stage(abc.ABC, Generic[In]):
 
 
 class ModelBackend(Protocol):
-    """What a model-serving stage needs from its backend (vLLM engine or HTTP client)."""
+    """What a model-serving stage needs from its backend (vLLM engine or HTTP client); the
+    shared implementations are in ``workers.runtime.model_backend``."""
 
     name: str
     model: str
@@ -89,19 +89,38 @@ class ModelBackend(Protocol):
     async def close(self) -> None: ...
 
 
-class FailsObjects(Protocol):
+class SegmentProgress(Protocol):
+    """The per-segment progress a model stage keeps (``workers.state.ProgressStore``)."""
+
     async def fail(self, object_id: str, error: str) -> bool: ...
     async def is_marked(self, stage: Any, segment_id: str) -> bool: ...
+    async def mark(self, stage: Any, object_id: str, segment_id: str) -> bool: ...
 
 
-class ModelStage(Stage[M]):
+R = TypeVar("R", bound=SegmentRef)
+B = TypeVar("B", bound=ModelBackend)
+
+
+class ModelStage(Stage[R], Generic[R, B]):
     """A stage whose input is one wire message about one segment and whose work is done by a
-    model backend: backend lifecycle, input validation and failure reporting written once."""
+    model backend: backend lifecycle, input validation, skipping finished segments, the one
+    output per segment, done markers and failure reporting written once. A stage adds
+    ``run_model``: the output message for one segment."""
 
-    input_model: type[M]
-    backend: ModelBackend
-    progress: FailsObjects
+    input_model: type[R]
+    backend: B
+    progress: SegmentProgress
     done_marker: str  # the per-stage marker of a finished segment ("captioned", "embedded")
+
+    def __init__(self, input_topic: str, output_topic: str, progress: SegmentProgress, backend: B) -> None:
+        self.input_topic = input_topic
+        self.output_topics = (output_topic,)
+        self.progress = progress
+        self.backend = backend
+
+    @abc.abstractmethod
+    async def run_model(self, item: R, ctx: RecordContext, log: structlog.typing.FilteringBoundLogger) -> Message:
+        """The output message for ``item`` (keyed by its object id on the output topic)."""
 
     async def setup(self) -> None:
         await self.backend.start()
@@ -109,18 +128,27 @@ class ModelStage(Stage[M]):
     async def close(self) -> None:
         await self.backend.close()
 
-    def parse(self, value: bytes) -> M:
+    def parse(self, value: bytes) -> R:
         try:
             return self.input_model.model_validate_json(value)
         except ValidationError as exc:
             raise PermanentError("malformed_message", f"not a {self.input_model.__name__}: {exc}") from exc
 
-    def object_id_of(self, item: M | None, ctx: RecordContext) -> str | None:
-        return getattr(item, "object_id", None) or ctx.key
+    async def process(self, item: R, ctx: RecordContext) -> AsyncGenerator[Output, None]:
+        log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
+        if await self.progress.is_marked(self.done_marker, item.segment_id):
+            log.info(f"segment_already_{self.done_marker}")
+            return
+        yield Output(self.output_topics[0], item.object_id, await self.run_model(item, ctx, log))
 
-    async def dead_lettered(self, item: M | None, letter: DeadLetter, ctx: RecordContext) -> None:
-        segment = getattr(item, "segment_id", None)
-        if segment and await self.progress.is_marked(self.done_marker, segment):
+    async def delivered(self, item: R, ctx: RecordContext) -> None:
+        await self.progress.mark(self.done_marker, item.object_id, item.segment_id)
+
+    def object_id_of(self, item: R | None, ctx: RecordContext) -> str | None:
+        return (item.object_id if item is not None else None) or ctx.key
+
+    async def dead_lettered(self, item: R | None, letter: DeadLetter, ctx: RecordContext) -> None:
+        if item is not None and item.segment_id and await self.progress.is_marked(self.done_marker, item.segment_id):
             return  # another copy of this segment already succeeded: the object is not failed
         if letter.object_id:
             await self.progress.fail(letter.object_id, f"{self.name} {letter.reason}: {letter.message}")
