@@ -2,7 +2,9 @@
 cost minutes of decoding, are refused early with a stable reason.
 
 The bombs are built here, byte by byte, not committed. Peak memory is measured in a child
-process (ru_maxrss), so the test runner's own footprint does not count.
+process from its VmHWM, so the test runner's own footprint does not count (ru_maxrss would:
+Linux carries it over from the parent through fork and exec, and a runner that loaded vLLM
+is past 2 GB).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def webp_canvas_bomb(width: int = 16000, height: int = 16000) -> bytes:
 
 # Runs in the child: the production entry point, then the child's own peak RSS.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
 started = time.perf_counter()
 outcome = {"reason": None, "message": ""}
@@ -102,7 +104,9 @@ try:
 except MediaError as exc:
     outcome = {"reason": exc.reason, "message": exc.message}
 outcome["seconds"] = time.perf_counter() - started
-outcome["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+outcome["peak_rss"] = next(
+    int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")
+)
 print(json.dumps(outcome))
 """
 
