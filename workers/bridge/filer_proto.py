@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -82,6 +82,33 @@ def _int(value: int | bytes) -> int:
     return value
 
 
+_Convert = Callable[[int | bytes], int | str | bytes]
+
+# field number -> (attribute name, converter), for messages of plain scalar fields.
+_CHUNK_FIELDS: dict[int, tuple[str, _Convert]] = {
+    2: ("offset", _int),
+    3: ("size", _int),
+    4: ("modified_ts_ns", _int),
+    5: ("e_tag", _text),
+}
+_ATTRIBUTE_FIELDS: dict[int, tuple[str, _Convert]] = {
+    1: ("file_size", _int),
+    2: ("mtime_s", _int),
+    7: ("mime", _text),
+    14: ("md5", _blob),
+}
+
+
+def _scalars(buf: bytes, spec: dict[int, tuple[str, _Convert]]) -> dict[str, int | str | bytes]:
+    """The fields of `buf` that `spec` names, converted; the last occurrence wins, as in protobuf."""
+    out: dict[str, int | str | bytes] = {}
+    for number, _, value in _fields(buf):
+        if number in spec:
+            name, convert = spec[number]
+            out[name] = convert(value)
+    return out
+
+
 @dataclass(frozen=True)
 class FileChunk:
     offset: int = 0
@@ -91,17 +118,7 @@ class FileChunk:
 
     @classmethod
     def parse(cls, buf: bytes) -> FileChunk:
-        values: dict[str, int | str] = {}
-        for number, _, value in _fields(buf):
-            if number == 2:
-                values["offset"] = _int(value)
-            elif number == 3:
-                values["size"] = _int(value)
-            elif number == 4:
-                values["modified_ts_ns"] = _int(value)
-            elif number == 5:
-                values["e_tag"] = _text(value)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**_scalars(buf, _CHUNK_FIELDS))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -165,17 +182,7 @@ class Entry:
 
 
 def _attributes(buf: bytes) -> dict[str, int | str | bytes]:
-    out: dict[str, int | str | bytes] = {}
-    for number, _, value in _fields(buf):
-        if number == 1:
-            out["file_size"] = _int(value)
-        elif number == 2:
-            out["mtime_s"] = _int(value)
-        elif number == 7:
-            out["mime"] = _text(value)
-        elif number == 14:
-            out["md5"] = _blob(value)
-    return out
+    return _scalars(buf, _ATTRIBUTE_FIELDS)
 
 
 def _map_entry(buf: bytes) -> tuple[str, bytes]:

