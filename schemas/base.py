@@ -26,8 +26,13 @@ class Message(BaseModel):
         return self.model_dump_json().encode()
 
 
+# A thumbnail rides in every message of its segment: keep it small next to the 1 MiB limit.
+THUMBNAIL_MAX_BYTES = 16 * 1024
+
+
 class SegmentRef(Message):
-    """The fields that say which segment a message is about, validated the same everywhere.
+    """The fields that say which segment a message is about, validated the same everywhere,
+    plus what travels with it to the search index (source bucket/key/version, thumbnail).
 
     Segment batches, captions and embeddings all carry them; a stage copies them from its
     input to its output with ``segment_ref()``.
@@ -39,6 +44,16 @@ class SegmentRef(Message):
     source_uri: str
     start_s: float = Field(ge=0, description="seconds from the start of the media")
     end_s: float = Field(ge=0, description="seconds from the start of the media; >= start_s")
+    # What travels with the segment to the search index, so no stage re-reads the media.
+    bucket: str | None = Field(default=None, description="S3 bucket of the source, if it is an S3 object")
+    key: str | None = Field(default=None, description="S3 key of the source (not URL-encoded)")
+    version: str | None = Field(
+        default=None,
+        description="orders versions of one key: 's:' + S3 sequencer left-padded to 32, or 't:' + event time",
+    )
+    thumbnail: bytes = Field(
+        default=b"", max_length=THUMBNAIL_MAX_BYTES, description="small JPEG of the segment (base64 in JSON)"
+    )
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> Self:

@@ -12,7 +12,7 @@ publishes (the SeaweedFS event bridge).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
@@ -94,6 +94,54 @@ class ObjectCreated(Message):
     def scheme(self) -> str:
         return urlsplit(self.uri).scheme
 
+    @property
+    def version_order(self) -> str | None:
+        """Orders events of this key (S3's rule for sequencers: left-pad, then compare)."""
+        return version_order(self.sequencer, self.event_time)
+
+
+def version_order(sequencer: str | None, event_time: datetime | None) -> str | None:
+    if sequencer:
+        return "s:" + sequencer.upper().rjust(32, "0")
+    if event_time is not None:
+        return "t:" + event_time.astimezone(UTC).isoformat()
+    return None
+
+
+class ObjectRemoved(Message):
+    """An object (or one version of it) was deleted: its segments leave the search index.
+
+    With ``version_id`` (S3 ``ObjectRemoved:Delete`` of one version) only that version's rows
+    go; otherwise (unversioned delete, delete marker) every version of the key up to
+    ``version`` goes.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    uri: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+    sequencer: str | None = None
+    event_name: str = "ObjectRemoved:Delete"
+    event_time: datetime | None = None
+    source: EventSource = "native"
+
+    @field_validator("uri", "bucket", "key", "version_id", "sequencer", "event_name")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        return ObjectCreated._encodable(value)
+
+    @property
+    def version(self) -> str | None:
+        return version_order(self.sequencer, self.event_time)
+
+    @property
+    def object_id(self) -> str | None:
+        """The removed version's object id, when one version was named."""
+        if self.version_id and self.version_id != "null" and self.event_name.endswith(":Delete"):
+            return object_version_id(self.uri, f"v:{self.version_id}")
+        return None
+
 
 class EventBatch(BaseModel):
     """Result of parsing one Kafka record: objects to process and what was ignored (and why)."""
@@ -101,6 +149,7 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     objects: list[ObjectCreated]
+    removed: list[ObjectRemoved] = []
     ignored: list[str] = []
 
 
@@ -160,7 +209,11 @@ def _load_inner(value: Any, what: str) -> dict[str, Any]:
 
 
 def _merge(batches: list[EventBatch]) -> EventBatch:
-    return EventBatch(objects=[o for b in batches for o in b.objects], ignored=[i for b in batches for i in b.ignored])
+    return EventBatch(
+        objects=[o for b in batches for o in b.objects],
+        removed=[r for b in batches for r in b.removed],
+        ignored=[i for b in batches for i in b.ignored],
+    )
 
 
 def _load(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +241,7 @@ def _parse_records(records: Any, source: EventSource, depth: int) -> EventBatch:
     if not isinstance(records, list):
         raise EventParseError("unknown_event_shape", "'Records' must be a list")
     objects: list[ObjectCreated] = []
+    removed: list[ObjectRemoved] = []
     ignored: list[str] = []
     nested: list[EventBatch] = []
     for i, rec in enumerate(records):
@@ -198,7 +252,8 @@ def _parse_records(records: Any, source: EventSource, depth: int) -> EventBatch:
         try:
             name = str(rec["eventName"])
             sub = _created_subtype(name)
-            if sub not in CONTENT_CREATING:
+            removal = name.removeprefix("s3:").startswith("ObjectRemoved:")
+            if sub not in CONTENT_CREATING and not removal:
                 ignored.append(name)
                 continue
             s3 = rec["s3"]
@@ -206,6 +261,21 @@ def _parse_records(records: Any, source: EventSource, depth: int) -> EventBatch:
             obj = s3["object"]
             # S3 and MinIO URL-form-encode keys in notifications ('+' is a space).
             key = unquote_plus(str(obj["key"]))
+            record_source = "seaweedfs" if rec.get("eventSource") == SEAWEEDFS_EVENT_SOURCE else source
+            if removal:
+                removed.append(
+                    ObjectRemoved(
+                        uri=f"s3://{bucket}/{key}",
+                        bucket=bucket,
+                        key=key,
+                        version_id=obj.get("versionId"),
+                        sequencer=obj.get("sequencer"),
+                        event_name=name.removeprefix("s3:"),
+                        event_time=rec.get("eventTime"),
+                        source=record_source,
+                    )
+                )
+                continue
             objects.append(
                 ObjectCreated(
                     uri=f"s3://{bucket}/{key}",
@@ -218,14 +288,14 @@ def _parse_records(records: Any, source: EventSource, depth: int) -> EventBatch:
                     content_type=obj.get("contentType"),
                     event_name=name.removeprefix("s3:"),
                     event_time=rec.get("eventTime"),
-                    source="seaweedfs" if rec.get("eventSource") == SEAWEEDFS_EVENT_SOURCE else source,
+                    source=record_source,
                 )
             )
         except (KeyError, TypeError) as exc:
             raise EventParseError("malformed_record", f"Records[{i}] lacks field {exc}") from exc
         except ValidationError as exc:
             raise EventParseError("malformed_record", f"Records[{i}]: {_first_error(exc)}") from exc
-    return _merge([EventBatch(objects=objects, ignored=ignored), *nested])
+    return _merge([EventBatch(objects=objects, removed=removed, ignored=ignored), *nested])
 
 
 def _record_envelope(rec: dict[str, Any], i: int) -> dict[str, Any] | None:
@@ -241,6 +311,8 @@ def _record_envelope(rec: dict[str, Any], i: int) -> dict[str, Any] | None:
 
 
 def _parse_eventbridge(doc: dict[str, Any]) -> EventBatch:
+    if doc.get("detail-type") == "Object Deleted":
+        return _parse_eventbridge_deleted(doc)
     if doc.get("detail-type") != "Object Created":
         return EventBatch(objects=[], ignored=[str(doc.get("detail-type", "eventbridge:unknown"))])
     try:
@@ -269,6 +341,30 @@ def _parse_eventbridge(doc: dict[str, Any]) -> EventBatch:
         raise EventParseError("malformed_record", f"EventBridge event lacks field {exc}") from exc
     except ValidationError as exc:
         raise EventParseError("malformed_record", f"EventBridge event: {_first_error(exc)}") from exc
+
+
+def _parse_eventbridge_deleted(doc: dict[str, Any]) -> EventBatch:
+    try:
+        detail = doc["detail"]
+        bucket = str(detail["bucket"]["name"])
+        obj = detail["object"]
+        key = unquote_plus(str(obj["key"]))
+        marker = detail.get("deletion-type") == "Delete Marker Created"
+        removed = ObjectRemoved(
+            uri=f"s3://{bucket}/{key}",
+            bucket=bucket,
+            key=key,
+            version_id=obj.get("version-id"),
+            sequencer=obj.get("sequencer"),
+            event_name="ObjectRemoved:DeleteMarkerCreated" if marker else "ObjectRemoved:Delete",
+            event_time=doc.get("time"),
+            source="eventbridge",
+        )
+    except (KeyError, TypeError) as exc:
+        raise EventParseError("malformed_record", f"EventBridge event lacks field {exc}") from exc
+    except ValidationError as exc:
+        raise EventParseError("malformed_record", f"EventBridge event: {_first_error(exc)}") from exc
+    return EventBatch(objects=[], removed=[removed])
 
 
 def _parse_native(doc: dict[str, Any]) -> EventBatch:
@@ -331,7 +427,7 @@ class S3BucketRef(_AwsShape):
 
 class S3ObjectRef(_AwsShape):
     key: str = Field(description="URL-form-encoded, as S3 sends it")
-    size: int = Field(ge=0)
+    size: int | None = Field(default=None, ge=0, description="absent on ObjectRemoved events")
     e_tag: str | None = None
     version_id: str | None = None
     sequencer: str | None = None

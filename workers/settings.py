@@ -25,6 +25,7 @@ class CommonSettings(BaseSettings):
     topic_segments: str = "media.segments"
     topic_captions: str = "media.captions"
     topic_embeddings: str = "media.embeddings"
+    topic_removals: str = Field(default="media.removals", description="deleted objects, for the index")
     topic_partitions: int = Field(default=4, ge=1, description="used when the worker creates missing topics")
     topic_replication: int = Field(default=1, ge=1, description="replication factor of topics it creates")
     max_message_bytes: int = Field(default=1_048_576, description="broker's message.max.bytes")
@@ -96,6 +97,17 @@ class DecodeSettings(S3Settings):
 
 def comma_list(value: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+class IndexSettings(S3Settings):
+    """The index stage and the search side: where the LanceDB table lives.
+
+    ``index_uri`` is a local directory or ``s3://bucket/prefix`` on the object store (the
+    S3 endpoint, region and AWS credentials are the same ones the decode worker uses).
+    """
+
+    index_uri: str = Field(default="~/.capstream/index", description="local directory or s3://bucket/prefix")
+    index_table: str = Field(default="segments", description="LanceDB table of indexed segments")
 
 
 class BridgeSettings(S3Settings):

@@ -81,10 +81,35 @@ def test_minio_envelope_and_metadata_only_events() -> None:
     assert batch.ignored == ["s3:ObjectCreated:PutTagging"]
 
 
-def test_removed_events_are_ignored() -> None:
+def test_removed_events_become_removals() -> None:
     record = json.loads(json.dumps(AWS_PUT["Records"][0]))
     record["eventName"] = "ObjectRemoved:Delete"
-    assert parse_event({"Records": [record]}).objects == []
+    batch = parse_event({"Records": [record]})
+    assert batch.objects == [] and batch.ignored == []
+    [removed] = batch.removed
+    assert (removed.bucket, removed.key) == ("media", "holiday videos/beach day(1).mp4")
+    assert removed.uri == "s3://media/holiday videos/beach day(1).mp4"
+    assert removed.version is not None and removed.version.startswith("s:")
+    assert removed.object_id is None, "no versionId: every version of the key goes"
+    minio = parse_event({"EventName": "s3:ObjectRemoved:DeleteMarkerCreated", "Records": [record]})
+    assert minio.removed[0].source == "minio"
+
+
+def test_removal_of_one_version_names_that_object_version() -> None:
+    record = json.loads(json.dumps(AWS_PUT["Records"][0]))
+    record["s3"]["object"]["versionId"] = "v1"
+    created = parse_event({"Records": [record]}).objects[0]
+    record["eventName"] = "ObjectRemoved:Delete"
+    [removed] = parse_event({"Records": [record]}).removed
+    assert removed.object_id == created.object_id
+
+
+def test_versions_of_a_key_order_by_sequencer_then_event_time() -> None:
+    from schemas.events import version_order
+
+    assert (version_order("0A", None) or "") < (version_order("0B", None) or "")
+    assert (version_order("FF", None) or "") < (version_order("100", None) or ""), "left-padded, as S3 says"
+    assert version_order(None, None) is None
 
 
 def test_eventbridge_object_created() -> None:
@@ -237,8 +262,27 @@ def test_minio_retention_and_legal_hold_are_ignored() -> None:
 
 
 def test_eventbridge_other_detail_types_are_ignored() -> None:
-    batch = parse_event({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {}})
-    assert batch.objects == [] and batch.ignored == ["Object Deleted"]
+    batch = parse_event({"detail-type": "Object Restore Completed", "source": "aws.s3", "detail": {}})
+    assert batch.objects == [] and batch.ignored == ["Object Restore Completed"]
+
+
+def test_eventbridge_object_deleted_is_a_removal() -> None:
+    batch = parse_event(
+        {
+            "detail-type": "Object Deleted",
+            "source": "aws.s3",
+            "time": "2026-11-26T10:00:00Z",
+            "detail": {
+                "bucket": {"name": "media"},
+                "object": {"key": "a+b.mp4", "sequencer": "0A"},
+                "deletion-type": "Delete Marker Created",
+            },
+        }
+    )
+    [removed] = batch.removed
+    assert removed.key == "a b.mp4" and removed.event_name == "ObjectRemoved:DeleteMarkerCreated"
+    with pytest.raises(EventParseError):
+        parse_event({"detail-type": "Object Deleted", "detail": {}})
 
 
 def test_bridge_notification_round_trips_as_seaweedfs_source() -> None:

@@ -41,9 +41,8 @@ def _created(label: str) -> S3EventNotification:
         ("folder_marker", "directory"),
         ("multipart_upload_dir", "directory"),
         ("multipart_part", "multipart_part"),
-        ("multipart_part_cleanup", "delete"),
-        ("multipart_upload_cleanup", "delete"),
-        ("delete", "delete"),
+        ("multipart_part_cleanup", "multipart_part"),  # deleting parts is not deleting an object
+        ("multipart_upload_cleanup", "directory"),
         ("put_tagging", "metadata_only"),
         ("put_by_capstream_submit", "published_by_submit"),
     ],
@@ -51,6 +50,18 @@ def _created(label: str) -> S3EventNotification:
 def test_non_creations_are_skipped(label: str, reason: str) -> None:
     assert {r.reason for r in _bridge(label) if isinstance(r, Skipped)} == {reason}
     assert all(isinstance(r, Skipped) for r in _bridge(label))
+
+
+def test_a_deleted_file_becomes_object_removed_ordered_after_its_writes() -> None:
+    [note] = _bridge("delete")
+    assert isinstance(note, S3EventNotification), note
+    batch = parse_event(note.to_bytes())
+    assert batch.objects == []
+    [removed] = batch.removed
+    assert removed.event_name == "ObjectRemoved:Delete" and removed.source == "seaweedfs"
+    created = parse_event(_created("put").to_bytes()).objects[0]
+    assert removed.bucket == created.bucket
+    assert pad_compare(created.sequencer or "", removed.sequencer or "") < 0
 
 
 def test_put_becomes_an_s3_notification_with_size_and_md5_etag() -> None:

@@ -78,7 +78,18 @@ _SEGMENT_MESSAGES: dict[str, Callable[..., SegmentRef]] = {
         **{**_REF, **ref}, embedding_id="e", caption="c", caption_model="m", model="m", dim=1, vector=[0.0]
     ),
 }
-_REF = {"object_id": "o", "segment_id": "s", "segment_index": 0, "source_uri": "s3://b/k", "start_s": 0.0, "end_s": 2.5}
+_REF = {
+    "object_id": "o",
+    "segment_id": "s",
+    "segment_index": 0,
+    "source_uri": "s3://b/k",
+    "start_s": 0.0,
+    "end_s": 2.5,
+    "bucket": "b",
+    "key": "k",
+    "version": "s:0A",
+    "thumbnail": b"\xff\xd8thumb",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(_SEGMENT_MESSAGES))

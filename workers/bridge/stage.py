@@ -51,7 +51,7 @@ class S3EventsStage(Stage[EventNotification]):
         record = result.records[0]
         bucket, key = record.s3.bucket.name, unquote_plus(record.s3.object.key)
         ctx.log.info(
-            "object_created_bridged",
+            "object_removed_bridged" if record.event_name.startswith("ObjectRemoved") else "object_created_bridged",
             bucket=bucket,
             key=key,
             size=record.s3.object.size,

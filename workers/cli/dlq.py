@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from schemas.dead_letter import DeadLetter
 from schemas.events import EventParseError, parse_event
-from workers.runtime.kafka import dlq_topic, read_topics
+from workers.runtime.kafka import dlq_topic, read_topics, stage_input_topics
 from workers.settings import CommonSettings
 from workers.state import ClaimStore, ProgressStore, RedisKeys
 
@@ -30,7 +30,7 @@ class StoredLetter:
 
 
 def dlq_topics(settings: CommonSettings) -> list[str]:
-    return [dlq_topic(t) for t in (settings.topic_objects, settings.topic_segments, settings.topic_captions)]
+    return [dlq_topic(t) for t in stage_input_topics(settings)]
 
 
 async def read_letters(settings: CommonSettings) -> list[StoredLetter]:

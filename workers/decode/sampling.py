@@ -26,6 +26,7 @@ from workers.decode.errors import MediaError
 from workers.decode.frames import display_size, encode_within_budget, frame_to_image, target_size, uniform_indices
 from workers.decode.packets import PacketFeed
 from workers.decode.scenes import CutDetector
+from workers.decode.thumbnail import make_thumbnail
 from workers.decode.timeline import DecodeStats, TimedFrame
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class DecodedSegment:
     end_s: float
     reason: Literal["cut", "window", "end"]
     frames: tuple[SegmentFrame, ...]
+    thumbnail: bytes = b""  # small JPEG of the middle sample (workers.decode.thumbnail)
 
 
 class _OpenSegment:
@@ -123,7 +125,8 @@ class _OpenSegment:
         encoded = encode_within_budget(chosen, policy.jpeg_quality, policy.max_segment_bytes)
         frames = tuple(SegmentFrame(i, _round_time(f.pts_s), f.width, f.height, f.jpeg) for i, f in enumerate(encoded))
         start = self.start_s if start_s is None else start_s
-        return DecodedSegment(self.index, _round_time(start), _round_time(end_s), reason, frames)
+        thumbnail = make_thumbnail(chosen[len(chosen) // 2][1]) if chosen else b""
+        return DecodedSegment(self.index, _round_time(start), _round_time(end_s), reason, frames, thumbnail)
 
 
 def _round_time(t: float) -> float:

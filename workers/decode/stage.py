@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from schemas.base import THUMBNAIL_MAX_BYTES
 from schemas.dead_letter import DeadLetter
-from schemas.events import EventBatch, EventParseError, ObjectCreated, parse_event
+from schemas.events import EventBatch, EventParseError, ObjectCreated, ObjectRemoved, parse_event
 from schemas.ids import segment_id
 from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
@@ -33,8 +34,9 @@ from workers.state import (
     SequencerStore,
 )
 
-# JSON carries frames as base64 (4/3 larger) plus a few hundred bytes of fields per frame.
-_ENVELOPE_BYTES = 16 * 1024
+# JSON carries frames as base64 (4/3 larger) plus a few hundred bytes of fields per frame,
+# and the thumbnail (base64 of at most THUMBNAIL_MAX_BYTES).
+_ENVELOPE_BYTES = 16 * 1024 + THUMBNAIL_MAX_BYTES * 4 // 3
 
 
 def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
@@ -72,7 +74,7 @@ class DecodeStage(Stage[EventBatch]):
     def __init__(self, settings: DecodeSettings, redis: Redis) -> None:
         self.settings = settings
         self.input_topic = settings.topic_objects
-        self.output_topics = (settings.topic_segments,)
+        self.output_topics = (settings.topic_segments, settings.topic_removals)
         keys = RedisKeys(settings.key_prefix)
         self.claims = ClaimStore(redis, keys, settings.claim_ttl_s)
         self.sequencers = SequencerStore(redis, keys, settings.claim_ttl_s)
@@ -104,6 +106,9 @@ class DecodeStage(Stage[EventBatch]):
         for name in item.ignored:
             ctx.log.info("event_ignored", event_name=name)
             await self.counts.add(f"ignored:{name}")
+        for removed in item.removed:
+            if (output := await self._removal(removed, ctx)) is not None:
+                yield output
         for obj in item.objects:
             log = ctx.log.bind(object_id=obj.object_id, uri=obj.uri)
             too_large = self.filter.too_large(obj)
@@ -156,6 +161,25 @@ class DecodeStage(Stage[EventBatch]):
                 continue
             outcome.decoded[obj.object_id] = ids
             log.info("decode_finished", segments=len(ids))
+
+    async def _removal(self, removed: ObjectRemoved, ctx: RecordContext) -> Output | None:
+        """Forward a deletion to the index (``media.removals``, keyed by bucket/key), unless a
+        filter declines the key or a newer event for it was already accepted."""
+        log = ctx.log.bind(uri=removed.uri, event_name=removed.event_name)
+        probe = ObjectCreated(uri=removed.uri, bucket=removed.bucket, key=removed.key)
+        if (rejected_by := self.filter.rejects(probe)) is not None:
+            log.info("removal_filtered", filter=rejected_by)
+            await self.counts.add(f"filtered:{rejected_by}")
+            return None
+        if removed.sequencer:
+            order = await self.sequencers.advance(removed.bucket, removed.key, removed.sequencer)
+            if order is SequencerOutcome.STALE:
+                log.info("stale_event_skipped", sequencer=removed.sequencer)
+                await self.counts.add("stale")
+                return None
+        await self.counts.add("removed")
+        log.info("removal_forwarded", object_id=removed.object_id)
+        return Output(self.settings.topic_removals, f"{removed.bucket}/{removed.key}", removed)
 
     async def _already_failed(self, object_id: str) -> bool:
         progress = await self.progress.get(object_id)
@@ -215,4 +239,8 @@ def _to_batch(obj: ObjectCreated, segment: DecodedSegment) -> SegmentBatch:
         frames=[
             Frame(index=f.index, pts_s=f.pts_s, width=f.width, height=f.height, jpeg=f.jpeg) for f in segment.frames
         ],
+        bucket=obj.bucket,
+        key=obj.key,
+        version=obj.version_order,
+        thumbnail=segment.thumbnail,
     )

@@ -97,6 +97,8 @@ class StackEndpoints(BaseModel):
             "AWS_ACCESS_KEY_ID": self.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
             "AWS_DEFAULT_REGION": REGION,
+            # The search index lives with the stack's data unless told otherwise.
+            "CAPSTREAM_INDEX_URI": str(Path(self.data_dir) / "index"),
         }
         if self.filer_events_topic:
             env["CAPSTREAM_TOPIC_FILER_EVENTS"] = self.filer_events_topic

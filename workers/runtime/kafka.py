@@ -59,9 +59,20 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def stage_input_topics(settings: CommonSettings) -> list[str]:
+    """Every topic a stage consumes; each has a dead-letter topic."""
+    return [
+        settings.topic_objects,
+        settings.topic_segments,
+        settings.topic_captions,
+        settings.topic_embeddings,
+        settings.topic_removals,
+    ]
+
+
 def pipeline_topics(settings: CommonSettings) -> list[str]:
-    main = [settings.topic_objects, settings.topic_segments, settings.topic_captions, settings.topic_embeddings]
-    return main + [dlq_topic(t) for t in main[:3]]
+    inputs = stage_input_topics(settings)
+    return inputs + [dlq_topic(t) for t in inputs]
 
 
 async def ensure_topics(settings: CommonSettings, topics: list[str] | None = None) -> None:

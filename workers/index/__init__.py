@@ -1,0 +1,1 @@
+"""The index stage: embeddings (and removals) -> a LanceDB table that search reads."""

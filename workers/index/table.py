@@ -1,0 +1,76 @@
+"""The LanceDB table of indexed segments: its columns, and how to reach it.
+
+One row per segment, keyed by ``segment_id`` (deterministic, so a replay upserts the same
+row). The store is LanceDB, embedded: measured on a 2-core machine with 384-d vectors, 100k
+rows ingest at ~44k rows/s, and vector, full-text and hybrid-with-filter queries take ~7, ~7
+and ~32 ms; Milvus Lite on the same data ingested 3k rows/s and answered hybrid queries in
+950 ms. The table lives in a local directory or under ``s3://bucket/prefix`` on the same S3
+store as the media, where several writers may commit concurrently (three processes appending
+30 commits each to one table on SeaweedFS lost no row), so index workers scale as an ordinary
+consumer group and search servers are stateless readers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+
+from workers.settings import IndexSettings
+
+KEY = "segment_id"
+
+
+def row_schema(dim: int) -> pa.Schema:
+    """Columns of the segments table; the vector width is fixed when the table is created."""
+    return pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("embedding_id", pa.string(), nullable=False),
+            pa.field("object_id", pa.string(), nullable=False),
+            pa.field("segment_index", pa.int32(), nullable=False),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("bucket", pa.string()),
+            pa.field("key", pa.string()),
+            pa.field("version", pa.string()),  # orders versions of one key (schemas.events.version_order)
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),
+            pa.field("caption", pa.string(), nullable=False),
+            pa.field("caption_model", pa.string(), nullable=False),
+            pa.field("embedding_model", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("thumbnail", pa.binary()),
+            pa.field("indexed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def storage_options(settings: IndexSettings) -> dict[str, str]:
+    """Object-store options for an ``s3://`` index on the configured S3 endpoint; AWS keys
+    come from the standard environment variables, as for every other S3 client here."""
+    if not settings.index_uri.startswith("s3://"):
+        return {}
+    options = {"region": settings.s3_region}
+    if settings.s3_endpoint_url:
+        options["endpoint"] = settings.s3_endpoint_url
+        options["allow_http"] = str(settings.s3_endpoint_url.startswith("http://")).lower()
+    return options
+
+
+def connect(settings: IndexSettings) -> Any:
+    """A LanceDB connection to ``CAPSTREAM_INDEX_URI`` (a local directory is created)."""
+    uri = settings.index_uri
+    if not uri.startswith("s3://"):
+        path = Path(uri).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        uri = str(path)
+    return lancedb.connect(uri, storage_options=storage_options(settings) or None)
+
+
+def open_table(db: Any, name: str) -> Any | None:
+    """The table, or None if nothing has been indexed yet."""
+    if name not in db.table_names():
+        return None
+    return db.open_table(name)
