@@ -18,8 +18,11 @@ class ResultStore:
         self._keys = keys
 
     async def put(self, embedding: Embedding) -> None:
+        # The thumbnail stays in the search index: Redis holds only the small, rebuildable view.
         await self._redis.hset(
-            self._keys.results(embedding.object_id), embedding.segment_id, embedding.model_dump_json()
+            self._keys.results(embedding.object_id),
+            embedding.segment_id,
+            embedding.model_dump_json(exclude={"thumbnail"}),
         )
 
     async def get(self, object_id: str) -> list[Embedding]:
