@@ -19,13 +19,21 @@ from workers.caption.stage import CaptionStage
 from workers.decode.stage import DecodeStage
 from workers.embed.backend import make_embed_backend
 from workers.embed.stage import EmbedStage
+from workers.index.stage import IndexParts, IndexStage, RemovalStage
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
 from workers.runtime.microbatch import engine_thread
-from workers.settings import BridgeSettings, CaptionSettings, CommonSettings, DecodeSettings, EmbedSettings
+from workers.settings import (
+    BridgeSettings,
+    CaptionSettings,
+    CommonSettings,
+    DecodeSettings,
+    EmbedSettings,
+    IndexSettings,
+)
 
-StageName = Literal["s3-events", "decode", "caption", "embed"]
-STAGES: tuple[StageName, ...] = ("decode", "caption", "embed")
+StageName = Literal["s3-events", "decode", "caption", "embed", "index"]
+STAGES: tuple[StageName, ...] = ("decode", "caption", "embed", "index")
 
 log = structlog.get_logger("capstream.app")
 
@@ -53,9 +61,22 @@ class WorkerResources:
 
 
 def laptop_stages() -> tuple[StageName, ...]:
-    """What `capstream run` runs: the three stages, plus the event bridge when the store
+    """What `capstream run` runs: the four stages, plus the event bridge when the store
     publishes filer events (the local stack turns that on)."""
     return ("s3-events", *STAGES) if BridgeSettings().s3_events_bridge else STAGES
+
+
+def build_loops(name: StageName, res: WorkerResources) -> list[StageLoop[Any]]:
+    """The consumer loops of one stage: one, except the index stage, which also consumes the
+    removals topic (two groups, one shared writer thread)."""
+    if name == "index":
+        ix = IndexSettings()
+        parts = IndexParts(ix)
+        return [
+            StageLoop(IndexStage(ix, parts), ix, ix.index_group, ix.index_max_in_flight),
+            StageLoop(RemovalStage(ix, parts), ix, ix.index_removals_group, 16),
+        ]
+    return [build_loop(name, res)]
 
 
 def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
@@ -85,8 +106,8 @@ async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = No
         loop.add_signal_handler(sig, stop.set)
     await ensure_topics(common)
     resources = WorkerResources()
-    loops = [build_loop(n, resources) for n in names]
-    tasks = [asyncio.create_task(sl.run(stop), name=f"stage-{n}") for n, sl in zip(names, loops, strict=True)]
+    loops = [sl for n in names for sl in build_loops(n, resources)]
+    tasks = [asyncio.create_task(sl.run(stop), name=f"stage-{sl.stage.name}") for sl in loops]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:

@@ -20,6 +20,8 @@ def offline_env() -> dict[str, str]:
         "CAPSTREAM_EMBED_MODEL_NAME": "sentence-transformers/all-MiniLM-L6-v2",
         "CAPSTREAM_EMBED_BACKEND": "vllm",
         "CAPSTREAM_EMBED_ENGINE_ARGS": json.dumps({"enforce_eager": True}),
+        # all-MiniLM-L6-v2 was trained without query instructions: queries are embedded as is.
+        "CAPSTREAM_EMBED_QUERY_INSTRUCTION": "",
         # vLLM on CPU: keep the engine in-process (3-4 s start instead of ~25 s), sockets on
         # loopback, a 1 GiB KV cache, and never touch the hub.
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",

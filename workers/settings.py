@@ -13,6 +13,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Backend = Literal["vllm", "openai"]
+# Qwen3-Embedding's query format (model card); the task names what the search retrieves.
+QWEN3_QUERY_INSTRUCTION = "Instruct: Given a search query, retrieve the video moments it describes\nQuery:{query}"
 
 
 class CommonSettings(BaseSettings):
@@ -108,6 +110,31 @@ class IndexSettings(S3Settings):
 
     index_uri: str = Field(default="~/.capstream/index", description="local directory or s3://bucket/prefix")
     index_table: str = Field(default="segments", description="LanceDB table of indexed segments")
+    index_removals_table: str = Field(
+        default="removals", description="LanceDB table of removal tombstones, beside the segments table"
+    )
+    index_group: str = Field(default="capstream-index", description="consumer group of index workers (embeddings)")
+    index_removals_group: str = Field(
+        default="capstream-index-removals", description="consumer group of index workers (removals)"
+    )
+    index_max_in_flight: int = Field(
+        default=512, ge=1, description="embeddings awaiting their batch's commit per worker (>= batch rows)"
+    )
+    index_batch_rows: int = Field(default=256, ge=1, description="rows per table commit, at most")
+    index_batch_age_s: float = Field(
+        default=1.0, gt=0, description="commit a batch at latest this long after its first row"
+    )
+    index_vector_index_min_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="build the vector index (IVF_HNSW_SQ) from this many rows; below, exact search",
+    )
+    index_optimize_interval_s: float = Field(
+        default=300.0, gt=0, description="compact, update indexes and clean old versions this often"
+    )
+    index_keep_versions_s: float = Field(
+        default=3600.0, ge=0, description="table versions younger than this survive cleanup (readers may hold them)"
+    )
 
 
 class BridgeSettings(S3Settings):
@@ -229,3 +256,26 @@ class EmbedSettings(ModelStageSettings):
     embed_request_timeout_s: float = Field(
         default=120.0, description="longest wait for one embedding, with either backend (engine or HTTP)"
     )
+    # Qwen3-Embedding embeds documents bare and queries with an instruction (its model card:
+    # "Instruct: {task}\nQuery:{query}"); models trained without one (MiniLM) want it empty.
+    embed_query_instruction: str = Field(
+        default=QWEN3_QUERY_INSTRUCTION,
+        description="template for search queries ({query} = the query text); empty = the query as is",
+    )
+
+
+class SearchSettings(IndexSettings, EmbedSettings):
+    """``capstream search`` and ``capstream serve``: the index to read, the embed model (same
+    model and backend as the embed stage), query defaults and the HTTP server."""
+
+    search_k: int = Field(default=10, ge=1, le=200, description="hits per query")
+    search_mode: Literal["hybrid", "vector", "text"] = Field(
+        default="hybrid", description="hybrid (vector + BM25, RRF), vector or text"
+    )
+    search_per_object: int = Field(default=3, ge=0, description="most hits from one object per page; 0 = no cap")
+    search_max_query_tokens: int = Field(
+        default=0, ge=0, description="query token limit; 0 = the embed model's own limit"
+    )
+    search_presign_expiry_s: int = Field(default=3600, ge=1, description="lifetime of the page's media links")
+    serve_host: str = Field(default="127.0.0.1", description="`capstream serve` listen address")
+    serve_port: int = Field(default=8686, ge=1, le=65535, description="`capstream serve` port")

@@ -25,10 +25,11 @@ from schemas.segments import SegmentBatch
 from tests.media_factory import make_corrupt_file, make_image, make_montage_video, make_short_clip, photos
 from workers.cli.submit import Submitted, submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
+from workers.index.writer import SegmentIndex
 from workers.localstack import StackEndpoints
 from workers.offline_profile import offline_env
 from workers.runtime.kafka import read_topics
-from workers.settings import DecodeSettings, S3Settings
+from workers.settings import DecodeSettings, IndexSettings, S3Settings
 from workers.state import ProgressStore, RedisKeys, ResultStore
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +70,7 @@ class Workers:
 
 @pytest.fixture
 def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[Workers]:
-    """All three stages in one real worker process (`capstream run`), offline CPU models."""
+    """All four stages in one real worker process (`capstream run`), offline CPU models."""
     log_path = tmp_path / "workers.log"
     proc = spawn_worker(["run"], {**os.environ, **offline_env(), "CAPSTREAM_LOG_LEVEL": "INFO"}, log_path)
     try:
@@ -81,6 +82,23 @@ def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[Workers]:
 
 async def _records(settings: S3Settings, topic: str) -> list[tuple[str, bytes]]:
     return [((r.key or b"").decode(), r.value or b"") for r in await read_topics(settings.kafka_bootstrap, [topic])]
+
+
+async def _indexed_segments(objects: set[str], expected: set[str], timeout_s: float = 60.0) -> set[str]:
+    """Segment ids of these objects in the index table, once they match or the time is up."""
+
+    def read() -> set[str]:
+        table = SegmentIndex(IndexSettings()).table()
+        if table is None:
+            return set()
+        return {r["segment_id"] for r in table.to_arrow().to_pylist() if r["object_id"] in objects}
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        found = await asyncio.to_thread(read)
+        if found == expected or asyncio.get_running_loop().time() >= deadline:
+            return found
+        await asyncio.sleep(0.5)
 
 
 async def _committed_events(settings: S3Settings) -> int:
@@ -147,6 +165,10 @@ async def test_pipeline_end_to_end(media: dict[str, Path], workers: Workers) -> 
         for records in (segments, captions, embeddings):
             assert {r.segment_id for r in records if r.object_id in good} == expected
         assert all(c.backend == "vllm" and c.frame_pts for c in captions if c.object_id in good)
+
+        # ... and the index stage made one searchable row of each (the table may lag the topic).
+        indexed = await _indexed_segments(good, expected)
+        assert indexed == expected, "index rows differ from the segments"
 
         await _duplicate_does_no_new_work(settings, by_name["montage"], redis, keys)
     finally:

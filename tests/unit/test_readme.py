@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.settings import BridgeSettings, CaptionSettings, DecodeSettings, EmbedSettings
+from workers.settings import (
+    BridgeSettings,
+    CaptionSettings,
+    DecodeSettings,
+    EmbedSettings,
+    IndexSettings,
+    SearchSettings,
+)
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    for model in (DecodeSettings, CaptionSettings, EmbedSettings, BridgeSettings):
+    for model in (DecodeSettings, CaptionSettings, EmbedSettings, BridgeSettings, IndexSettings, SearchSettings):
         for name in model.model_fields:
             assert f"`CAPSTREAM_{name.upper()}`" in README, f"README lacks CAPSTREAM_{name.upper()}"
 

@@ -1,7 +1,8 @@
 """``capstream demo``: the whole pipeline on sample media, offline, on this machine.
 
-Starts a private local stack on free ports, runs the three stages in a child process with
-the offline CPU models, submits the media, waits, prints the results, and stops all of it.
+Starts a private local stack on free ports, runs every stage (decode, caption, embed, index)
+in a child process with the offline CPU models, submits the media, waits, prints the results,
+and stops all of it.
 """
 
 from __future__ import annotations

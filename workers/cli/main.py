@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run all stages in one process (laptop mode; with the event bridge if the stack has it)"
     )
     worker = sub.add_parser("worker", help="run one stage (scale-out mode)")
-    worker.add_argument("stage", choices=["s3-events", "decode", "caption", "embed"])
+    worker.add_argument("stage", choices=["s3-events", "decode", "caption", "embed", "index"])
     for p in (run, worker):
         p.add_argument(
             "--offline",
@@ -62,9 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("refs", nargs="*", help="<dlq topic>/<partition>/<offset> as printed by `dlq list`")
-    dlq.add_argument("--stage", choices=["decode", "caption", "embed"])
+    dlq.add_argument("--stage", choices=["decode", "caption", "embed", "index", "index-removals"])
     dlq.add_argument("--reason", help="only dead letters with this reason code")
     dlq.add_argument("--json", action="store_true")
+
+    se = sub.add_parser("search", help="search the index: captions by meaning (vector) and words (BM25)")
+    se.add_argument("q", metavar="QUERY")
+    se.add_argument("--k", type=int, help="hits to return (default CAPSTREAM_SEARCH_K)")
+    se.add_argument("--mode", choices=["hybrid", "vector", "text"], help="default CAPSTREAM_SEARCH_MODE (hybrid)")
+    se.add_argument("--bucket", help="only objects in this bucket")
+    se.add_argument("--prefix", help="only keys starting with this")
+    se.add_argument("--object", dest="object_id", help="only this object id")
+    se.add_argument("--per-object", type=int, help="most hits from one object (default CAPSTREAM_SEARCH_PER_OBJECT)")
+    se.add_argument("--json", action="store_true", help="list of {object_id, segment_id, uri, ..., score}")
+    sv = sub.add_parser("serve", help="HTTP search API and page (FastAPI)")
+    sv.add_argument("--host", help="default CAPSTREAM_SERVE_HOST (127.0.0.1)")
+    sv.add_argument("--port", type=int, help="default CAPSTREAM_SERVE_PORT (8686)")
+    for p in (se, sv):
+        p.add_argument("--offline", action="store_true", help="embed queries with the offline CPU model (MiniLM)")
+
+    ri = sub.add_parser("reindex", help="rebuild the search index from the embeddings and removals topics")
+    ri.add_argument("--from-scratch", action="store_true", help="drop the table (and its tombstones) first")
+    ri.add_argument("--model", help="only embeddings of this embedding model (e.g. after a model change)")
+    ri.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run the whole pipeline offline on sample media")
     demo.add_argument("paths", nargs="*", type=Path)
@@ -135,11 +155,7 @@ def _dispatch(argv: list[str] | None) -> int:
     if cmd in ("run", "worker"):
         from workers.app import laptop_stages, run_stages
 
-        if args.offline:
-            from workers.offline_profile import offline_env
-
-            for key, value in offline_env().items():
-                os.environ.setdefault(key, value)
+        _offline_env(args.offline)
         asyncio.run(run_stages(laptop_stages() if cmd == "run" else (args.stage,)))
         return 0
     if cmd == "submit":
@@ -152,11 +168,45 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.dlq import cmd_dlq
 
         return asyncio.run(cmd_dlq(args.action, args.refs, args.stage, args.reason, args.json))
+    if cmd == "reindex":
+        from workers.cli.reindex import cmd_reindex
+
+        return asyncio.run(cmd_reindex(args.from_scratch, args.model, args.json))
     if cmd == "results":
         from workers.cli.inspect import cmd_results
 
         return asyncio.run(cmd_results(args.object_id, args.json))
+    if cmd == "search":
+        from workers.cli.search import cmd_search
+
+        _offline_env(args.offline)
+        return asyncio.run(
+            cmd_search(
+                args.q,
+                args.json,
+                k=args.k,
+                mode=args.mode,
+                bucket=args.bucket,
+                prefix=args.prefix,
+                object_id=args.object_id,
+                per_object=args.per_object,
+            )
+        )
+    if cmd == "serve":
+        from workers.cli.search import cmd_serve
+
+        _offline_env(args.offline)
+        return cmd_serve(args.host, args.port)
     raise AssertionError(cmd)
+
+
+def _offline_env(offline: bool) -> None:
+    """``--offline``: the offline CPU models, unless the environment names others."""
+    if offline:
+        from workers.offline_profile import offline_env
+
+        for key, value in offline_env().items():
+            os.environ.setdefault(key, value)
 
 
 async def _submit(paths: list[Path], wait: bool, timeout_s: float) -> int:

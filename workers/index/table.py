@@ -12,6 +12,7 @@ consumer group and search servers are stateless readers.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,40 @@ def storage_options(settings: IndexSettings) -> dict[str, str]:
     return options
 
 
-def connect(settings: IndexSettings) -> Any:
-    """A LanceDB connection to ``CAPSTREAM_INDEX_URI`` (a local directory is created)."""
+def removals_schema() -> pa.Schema:
+    """Columns of the tombstone table: one row per applied removal (``ObjectRemoved``), kept so
+    a late embedding of a removed version is not written back. Like the segments table it is a
+    projection of the topics (the removals topic), rebuilt by ``capstream reindex``."""
+    return pa.schema(
+        [
+            pa.field("bucket", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("version", pa.string()),  # every version up to this one, when object_id is null
+            pa.field("object_id", pa.string()),  # just this object version
+            pa.field("removed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def vector_dim(table: Any) -> int:
+    """The vector width a table was created with."""
+    return int(table.schema.field("vector").type.list_size)
+
+
+def connect(settings: IndexSettings, *, read_consistency_interval: timedelta | None = None) -> Any:
+    """A LanceDB connection to ``CAPSTREAM_INDEX_URI`` (a local directory is created).
+
+    ``read_consistency_interval=timedelta(0)`` makes every read see the latest commit of any
+    process (the index writers need that; readers may accept staleness for speed).
+    """
     uri = settings.index_uri
     if not uri.startswith("s3://"):
         path = Path(uri).expanduser()
         path.mkdir(parents=True, exist_ok=True)
         uri = str(path)
-    return lancedb.connect(uri, storage_options=storage_options(settings) or None)
+    return lancedb.connect(
+        uri, storage_options=storage_options(settings) or None, read_consistency_interval=read_consistency_interval
+    )
 
 
 def open_table(db: Any, name: str) -> Any | None:

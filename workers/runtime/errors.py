@@ -18,3 +18,9 @@ class PermanentError(Exception):
 class FatalWorkerError(Exception):
     """The worker cannot keep its at-least-once promise (e.g. the DLQ is unwritable): stop
     without committing, so a restart reprocesses."""
+
+
+class UnavailableError(Exception):
+    """A store the stage writes to is unreachable or refuses writes for now (the index table
+    on S3 that cannot be reached, commits that keep conflicting): not the record's fault, so
+    the consumer loop waits and retries without counting the try or dead-lettering."""

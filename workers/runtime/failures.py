@@ -24,7 +24,7 @@ from aiokafka import errors as kafka_errors
 from PIL import Image
 from redis import exceptions as redis_errors
 
-from workers.runtime.errors import PermanentError
+from workers.runtime.errors import PermanentError, UnavailableError
 
 
 class Failure(StrEnum):
@@ -47,6 +47,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
     ConnectionRefusedError,
+    UnavailableError,  # raised by stages for their own stores (the index table)
 )
 
 

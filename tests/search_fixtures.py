@@ -1,0 +1,114 @@
+"""A small segments table for the search tests, written with LanceDB directly (row_schema),
+with all-MiniLM-L6-v2 vectors from sentence-transformers (the same model the offline embed
+stage serves with vLLM; cosine 1.000000 between the two)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+from PIL import Image
+
+from workers.decode.thumbnail import make_thumbnail
+from workers.index.table import row_schema
+from workers.models.offline import minilm_model_dir
+
+TABLE = "segments"
+DIM = 384
+
+
+@dataclass(frozen=True)
+class Doc:
+    bucket: str
+    key: str
+    index: int
+    caption: str
+    colour: tuple[int, int, int] = (200, 80, 40)
+
+    @property
+    def object_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{self.bucket}/{self.key}"))
+
+    @property
+    def segment_id(self) -> str:
+        return str(uuid.uuid5(uuid.UUID(self.object_id), str(self.index)))
+
+    @property
+    def start_s(self) -> float:
+        return 5.0 * self.index
+
+    @property
+    def end_s(self) -> float:
+        return 5.0 * self.index + 5.0
+
+
+# One long video (many segments about cooking), and short ones on distinct topics.
+LONG = [
+    Doc("media", "long/kitchen.mp4", i, f"A chef chops onions and stirs a pot of soup in a kitchen, part {i}.")
+    for i in range(8)
+]
+DOCS = [
+    *LONG,
+    Doc("media", "clips/cat.mp4", 0, "A small grey kitten plays with a ball of yarn on a sofa.", (90, 90, 90)),
+    Doc("media", "clips/cat.mp4", 1, "The kitten falls asleep on a blanket.", (120, 120, 160)),
+    Doc("media", "clips/harbour.mp4", 0, "A red sailing boat leaves the harbour at sunset.", (220, 60, 30)),
+    Doc("archive", "clips/snow.mp4", 0, "Skiers race down a snowy mountain slope.", (240, 240, 250)),
+    Doc("archive", "other/stock.mp4", 0, "Traders watch stock market charts on many screens.", (20, 120, 40)),
+    Doc("media", "clips/cooking-short.mp4", 0, "A cook fries eggs in a pan in a small kitchen.", (250, 200, 50)),
+]
+
+
+@cache
+def _model() -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_model_dir()), device="cpu")
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    vectors = _model().encode(texts, normalize_embeddings=True)
+    return [list(map(float, v)) for v in vectors]
+
+
+def thumbnail(colour: tuple[int, int, int]) -> bytes:
+    return make_thumbnail(Image.new("RGB", (320, 180), colour))
+
+
+def rows(docs: list[Doc]) -> list[dict[str, Any]]:
+    vectors = embed([d.caption for d in docs])
+    now = datetime.now(UTC)
+    return [
+        {
+            "segment_id": d.segment_id,
+            "embedding_id": str(uuid.uuid5(uuid.UUID(d.segment_id), "minilm")),
+            "object_id": d.object_id,
+            "segment_index": d.index,
+            "uri": f"s3://{d.bucket}/{d.key}",
+            "bucket": d.bucket,
+            "key": d.key,
+            "version": None,
+            "start_s": d.start_s,
+            "end_s": d.end_s,
+            "caption": d.caption,
+            "caption_model": "capstream/test-captions",
+            "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
+            "vector": v,
+            "thumbnail": thumbnail(d.colour),
+            "indexed_at": now,
+        }
+        for d, v in zip(docs, vectors, strict=True)
+    ]
+
+
+def build_table(index_dir: Path, docs: list[Doc] = DOCS, text_index: bool = True) -> Any:
+    db = lancedb.connect(str(index_dir))
+    table = db.create_table(TABLE, data=pa.Table.from_pylist(rows(docs), schema=row_schema(DIM)), mode="overwrite")
+    if text_index:
+        table.create_fts_index("caption")
+    return table

@@ -1,0 +1,116 @@
+"""``capstream search`` (one query, printed) and ``capstream serve`` (the HTTP API and page)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import ValidationError
+
+from workers.search.query import SearchHit, SearchQuery
+from workers.search.searcher import Searcher, SearchResult
+from workers.settings import SearchSettings
+
+
+def build_query(settings: SearchSettings, q: str, **options: Any) -> SearchQuery:
+    """A query from CLI options; unset options take the ``CAPSTREAM_SEARCH_*`` defaults."""
+    values = {name: value for name, value in options.items() if value is not None}
+    values.setdefault("k", settings.search_k)
+    values.setdefault("mode", settings.search_mode)
+    values.setdefault("per_object", settings.search_per_object)
+    return SearchQuery(q=q, **values)
+
+
+def query_error(exc: ValidationError) -> str:
+    """One line naming what is wrong with the query."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "query"
+    message = str(first.get("msg", exc)).removeprefix("Value error, ")
+    return f"invalid {where}: {message}" if where != "q" else message
+
+
+def clock(seconds: float) -> str:
+    """``m:ss.s`` (``h:mm:ss.s`` from an hour on)."""
+    minutes, secs = divmod(max(seconds, 0.0), 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
+
+
+def format_hits(hits: list[SearchHit], width: int = 70) -> str:
+    if not hits:
+        return "no hits"
+    rows = [("score", "time", "object", "caption")]
+    for h in hits:
+        source = f"{h.bucket}/{h.key}" if h.bucket and h.key else h.uri
+        caption = " ".join(h.caption.split())
+        caption = caption if len(caption) <= width else caption[: width - 1] + "…"
+        rows.append((f"{h.score:.4f}", f"{clock(h.start_s)}-{clock(h.end_s)}", source, caption))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(r)).rstrip() for r in rows
+    )
+
+
+def report_notes(result: SearchResult) -> None:
+    """Truncation and fallbacks go to stderr, so stdout stays the hits."""
+    if result.truncated:
+        sys.stderr.write(f"capstream: query truncated to the model's limit ({result.query_tokens} tokens)\n")
+    if result.notice:
+        sys.stderr.write(f"capstream: {result.notice}\n")
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (libraries' log handlers hold the original
+    ``sys.stdout``, so only the descriptor catches them all) to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+async def cmd_search(q: str, as_json: bool, **options: Any) -> int:
+    settings = SearchSettings()
+    try:
+        query = build_query(settings, q, **options)
+    except ValidationError as exc:
+        sys.stderr.write(f"capstream: {query_error(exc)}\n")
+        return 2
+    searcher = Searcher(settings)
+    with stdout_to_stderr():  # vLLM logs to stdout; stdout is for the hits
+        try:
+            await searcher.start(embed=False)
+            result = await searcher.search(query)
+        finally:
+            await searcher.close()
+    report_notes(result)
+    if as_json:
+        print(json.dumps([h.model_dump(mode="json") for h in result.hits], indent=2))
+    else:
+        print(format_hits(result.hits))
+    return 0
+
+
+def cmd_serve(host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from workers.search.api import create_app
+
+    settings = SearchSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""The query side: search the segments table (CLI ``capstream search``, HTTP ``capstream serve``)."""

@@ -1,0 +1,197 @@
+"""``capstream serve``: the search API and its one page (FastAPI; protocol models here, next
+to the routes that serve them).
+
+- ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=``: hits (the shape of
+  ``capstream search --json``, plus a thumbnail URL and a presigned media link that opens at
+  the segment, ``#t=start,end``), and whether the query was truncated.
+- ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
+- ``GET /thumbnails/{segment_id}``: the segment's JPEG thumbnail.
+- ``GET /healthz``; ``GET /openapi.json`` and ``/docs`` (FastAPI's own); ``GET /``: the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib.resources import files
+from typing import Annotated, Any
+
+import structlog
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from workers.cli.inspect import object_report
+from workers.s3_client import s3_client
+from workers.search.query import Mode, SearchHit, SearchQuery, sql_string
+from workers.search.searcher import Searcher
+from workers.settings import SearchSettings
+
+log = structlog.get_logger(__name__)
+
+
+class Hit(SearchHit):
+    thumbnail_url: str
+    media_url: str | None  # presigned GET of s3://bucket/key, with #t=start,end
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode | None
+    truncated: bool
+    notice: str | None
+    took_ms: float
+    hits: list[Hit]
+
+
+class IndexedSegment(BaseModel):
+    segment_id: str
+    segment_index: int
+    start_s: float
+    end_s: float
+    caption: str
+    caption_model: str
+    embedding_model: str
+
+
+class ObjectResponse(BaseModel):
+    object_id: str
+    progress: dict[str, Any] | None  # as `capstream results --json`; None if Redis has none
+    progress_error: str | None = None  # Redis unreachable
+    indexed: list[IndexedSegment]
+
+
+class Health(BaseModel):
+    status: str
+    indexed_rows: int | None
+
+
+class App:
+    """What the routes share: the searcher, Redis and the S3 client for media links."""
+
+    def __init__(self, settings: SearchSettings, searcher: Searcher) -> None:
+        self.settings = settings
+        self.searcher = searcher
+        self.redis: Redis | None = None
+        self.s3: Any = None
+
+    async def media_url(self, hit: SearchHit) -> str | None:
+        if self.s3 is None or not (hit.uri.startswith("s3://") and hit.bucket and hit.key):
+            return None
+        url: str = await self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": hit.bucket, "Key": hit.key},
+            ExpiresIn=self.settings.search_presign_expiry_s,
+        )
+        return f"{url}#t={hit.start_s:.3f},{hit.end_s:.3f}"
+
+    def rows(self, where: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
+        table = self.searcher.open_table()
+        if table is None:
+            return []
+        rows: list[dict[str, Any]] = table.search().where(where).select(columns).limit(limit).to_list()
+        return rows
+
+
+def _segment_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise HTTPException(status_code=404, detail="no such segment") from None
+
+
+def create_app(settings: SearchSettings | None = None, searcher: Searcher | None = None) -> FastAPI:
+    settings = settings or SearchSettings()
+    state = App(settings, searcher or Searcher(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await state.searcher.start()
+            stack.push_async_callback(state.searcher.close)
+            state.redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(state.redis.aclose)
+            state.s3 = await stack.enter_async_context(s3_client(settings))
+            log.info("serve.ready", index=settings.index_uri, table=settings.index_table)
+            yield
+
+    app = FastAPI(title="capstream search", version="1", lifespan=lifespan)
+
+    @app.get("/search", response_model=SearchResponse)
+    async def search(
+        q: Annotated[str, Query(description="what to look for")] = "",
+        k: Annotated[int | None, Query(ge=1, le=200)] = None,
+        mode: Mode | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        object_id: str | None = None,
+        per_object: Annotated[int | None, Query(ge=0)] = None,
+    ) -> SearchResponse:
+        try:
+            query = SearchQuery(
+                q=q,
+                k=k or settings.search_k,
+                mode=mode or settings.search_mode,
+                bucket=bucket or None,
+                prefix=prefix or None,
+                object_id=object_id or None,
+                per_object=settings.search_per_object if per_object is None else per_object,
+            )
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=str(exc.errors()[0]["msg"])) from None
+        result = await state.searcher.search(query)
+        links = await asyncio.gather(*(state.media_url(h) for h in result.hits))
+        return SearchResponse(
+            query=result.query,
+            mode=result.mode,
+            truncated=result.truncated,
+            notice=result.notice,
+            took_ms=result.took_ms,
+            hits=[
+                Hit(**h.model_dump(), thumbnail_url=f"/thumbnails/{h.segment_id}", media_url=link)
+                for h, link in zip(result.hits, links, strict=True)
+            ],
+        )
+
+    @app.get("/objects/{object_id}", response_model=ObjectResponse)
+    async def get_object(object_id: str) -> ObjectResponse:
+        progress, error = None, None
+        try:
+            assert state.redis is not None
+            progress = await object_report(state.redis, settings, object_id)
+        except RedisError as exc:
+            error = f"progress unavailable: {type(exc).__name__}"
+        columns = list(IndexedSegment.model_fields)
+        rows = await asyncio.to_thread(state.rows, f"object_id = {sql_string(object_id)}", columns, 100_000)
+        if progress is None and error is None and not rows:
+            raise HTTPException(status_code=404, detail="no such object")
+        indexed = sorted((IndexedSegment(**{c: r[c] for c in columns}) for r in rows), key=lambda s: s.segment_index)
+        return ObjectResponse(object_id=object_id, progress=progress, progress_error=error, indexed=indexed)
+
+    @app.get("/thumbnails/{segment_id}", response_class=Response)
+    async def thumbnail(segment_id: str) -> Response:
+        sid = _segment_id(segment_id)
+        rows = await asyncio.to_thread(state.rows, f"segment_id = {sql_string(sid)}", ["thumbnail"], 1)
+        if not rows or not rows[0]["thumbnail"]:
+            raise HTTPException(status_code=404, detail="no thumbnail")
+        return Response(
+            content=rows[0]["thumbnail"], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"}
+        )
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        table = await asyncio.to_thread(state.searcher.open_table)
+        rows = None if table is None else await asyncio.to_thread(table.count_rows)
+        return Health(status="ok", indexed_rows=rows)
+
+    page = files("workers.search").joinpath("static/index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index(_: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app
