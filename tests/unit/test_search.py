@@ -205,3 +205,25 @@ def test_prompt_fit_counts_the_instruction() -> None:
 def test_table_helper_writes_rows(tmp_path: Path) -> None:
     build_table(tmp_path, docs=[CAT])
     assert lancedb.connect(str(tmp_path)).open_table(TABLE).count_rows() == 1
+
+
+def test_hybrid_fusion_keeps_the_vector_legs_best_row_ahead_of_incidental_word_matches() -> None:
+    # A paraphrase: the right row shares no word with the query (vector leg only, rank 1); an
+    # unrelated row shares a common word and sits low in both legs. Rank fusion (RRF) put the
+    # unrelated row first; score fusion must not.
+    from workers.search.query import fuse
+
+    vector = [
+        {"segment_id": "right", "_score": 0.82},
+        *({"segment_id": f"v{i}", "_score": 0.60 - i * 0.01} for i in range(30)),
+        {"segment_id": "incidental", "_score": 0.31},
+    ]
+    text = [
+        *({"segment_id": f"t{i}", "_score": 9.0 - i * 0.2} for i in range(30)),
+        {"segment_id": "incidental", "_score": 1.2},
+    ]
+    ranked = [row["segment_id"] for row in fuse(vector, text)]
+    assert ranked[0] == "right"
+    assert ranked.index("right") < ranked.index("incidental")
+    # A row that leads both legs still leads the fusion.
+    assert fuse([{"segment_id": "both", "_score": 0.9}], [{"segment_id": "both", "_score": 5.0}])[0]["_score"] == 1.0
