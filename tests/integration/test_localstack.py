@@ -101,10 +101,12 @@ def test_stack_round_trip_and_clean_stop(tmp_path: Path) -> None:
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_DEFAULT_REGION",
+            "CAPSTREAM_INDEX_URI",  # the search index lives with the stack's data
             # SeaweedFS publishes bucket events; `capstream run` bridges them
             "CAPSTREAM_TOPIC_FILER_EVENTS",
             "CAPSTREAM_S3_EVENTS_BRIDGE",
         }
+        assert env["CAPSTREAM_INDEX_URI"] == str(tmp_path.resolve() / "stack" / "index")
         assert (tmp_path / "stack" / "s3" / "notification.toml").is_file()
         # everything on loopback
         for url in (ep.kafka_bootstrap, ep.redis_url, ep.s3_endpoint_url):
