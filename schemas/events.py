@@ -311,9 +311,8 @@ def _record_envelope(rec: dict[str, Any], i: int) -> dict[str, Any] | None:
 
 
 def _parse_eventbridge(doc: dict[str, Any]) -> EventBatch:
-    if doc.get("detail-type") == "Object Deleted":
-        return _parse_eventbridge_deleted(doc)
-    if doc.get("detail-type") != "Object Created":
+    kind = doc.get("detail-type")
+    if kind not in ("Object Created", "Object Deleted"):
         return EventBatch(objects=[], ignored=[str(doc.get("detail-type", "eventbridge:unknown"))])
     try:
         detail = doc["detail"]
@@ -321,50 +320,31 @@ def _parse_eventbridge(doc: dict[str, Any]) -> EventBatch:
         obj = detail["object"]
         # EventBridge delivers keys URL-encoded like S3 notifications do.
         key = unquote_plus(str(obj["key"]))
-        return EventBatch(
-            objects=[
-                ObjectCreated(
-                    uri=f"s3://{bucket}/{key}",
-                    bucket=bucket,
-                    key=key,
-                    size=obj.get("size"),
-                    etag=_strip_quotes(obj.get("etag")),
-                    version_id=obj.get("version-id"),
-                    sequencer=obj.get("sequencer"),
-                    event_name="ObjectCreated:" + str(detail.get("reason", "PutObject")).removesuffix("Object"),
-                    event_time=doc.get("time"),
-                    source="eventbridge",
-                )
-            ]
+        common: dict[str, Any] = {
+            "uri": f"s3://{bucket}/{key}",
+            "bucket": bucket,
+            "key": key,
+            "version_id": obj.get("version-id"),
+            "sequencer": obj.get("sequencer"),
+            "event_time": doc.get("time"),
+            "source": "eventbridge",
+        }
+        if kind == "Object Deleted":
+            marker = detail.get("deletion-type") == "Delete Marker Created"
+            name = "ObjectRemoved:DeleteMarkerCreated" if marker else "ObjectRemoved:Delete"
+            return EventBatch(objects=[], removed=[ObjectRemoved(**common, event_name=name)])
+        reason = str(detail.get("reason", "PutObject")).removesuffix("Object")
+        created = ObjectCreated(
+            **common,
+            size=obj.get("size"),
+            etag=_strip_quotes(obj.get("etag")),
+            event_name="ObjectCreated:" + reason,
         )
+        return EventBatch(objects=[created])
     except (KeyError, TypeError) as exc:
         raise EventParseError("malformed_record", f"EventBridge event lacks field {exc}") from exc
     except ValidationError as exc:
         raise EventParseError("malformed_record", f"EventBridge event: {_first_error(exc)}") from exc
-
-
-def _parse_eventbridge_deleted(doc: dict[str, Any]) -> EventBatch:
-    try:
-        detail = doc["detail"]
-        bucket = str(detail["bucket"]["name"])
-        obj = detail["object"]
-        key = unquote_plus(str(obj["key"]))
-        marker = detail.get("deletion-type") == "Delete Marker Created"
-        removed = ObjectRemoved(
-            uri=f"s3://{bucket}/{key}",
-            bucket=bucket,
-            key=key,
-            version_id=obj.get("version-id"),
-            sequencer=obj.get("sequencer"),
-            event_name="ObjectRemoved:DeleteMarkerCreated" if marker else "ObjectRemoved:Delete",
-            event_time=doc.get("time"),
-            source="eventbridge",
-        )
-    except (KeyError, TypeError) as exc:
-        raise EventParseError("malformed_record", f"EventBridge event lacks field {exc}") from exc
-    except ValidationError as exc:
-        raise EventParseError("malformed_record", f"EventBridge event: {_first_error(exc)}") from exc
-    return EventBatch(objects=[], removed=[removed])
 
 
 def _parse_native(doc: dict[str, Any]) -> EventBatch:

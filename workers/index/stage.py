@@ -9,6 +9,7 @@ one ``IndexBatcher`` (one writer thread) and one ``IndexMaintenance``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -20,6 +21,8 @@ from workers.index.writer import SegmentIndex, WriteResult
 from workers.runtime.errors import PermanentError
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import IndexSettings
+
+M = TypeVar("M", Embedding, ObjectRemoved)
 
 
 class IndexParts:
@@ -51,13 +54,14 @@ class IndexParts:
             await self.maintenance.close()
 
 
-class IndexStage(Stage[Embedding]):
-    """``media.embeddings`` -> one row per segment (upsert on ``segment_id``)."""
+class _TableStage(Stage[M]):
+    """A stage whose effect is the table: it parses ``input_model``, produces nothing on
+    Kafka, and does its work in ``delivered`` (which the loop awaits before committing)."""
 
-    name = "index"
+    input_model: type[M]
 
-    def __init__(self, settings: IndexSettings, parts: IndexParts) -> None:
-        self.input_topic = settings.topic_embeddings
+    def __init__(self, input_topic: str, parts: IndexParts) -> None:
+        self.input_topic = input_topic
         self.output_topics = ()
         self.parts = parts
 
@@ -67,15 +71,25 @@ class IndexStage(Stage[Embedding]):
     async def close(self) -> None:
         await self.parts.close()
 
-    def parse(self, value: bytes) -> Embedding:
+    def parse(self, value: bytes) -> M:
         try:
-            return Embedding.model_validate_json(value)
+            return self.input_model.model_validate_json(value)
         except ValidationError as exc:
-            raise PermanentError("malformed_message", f"not an Embedding: {exc}") from exc
+            raise PermanentError("malformed_message", f"not an {self.input_model.__name__}: {exc}") from exc
 
-    async def process(self, item: Embedding, ctx: RecordContext) -> AsyncGenerator[Output, None]:
+    async def process(self, item: M, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         return
         yield  # pragma: no cover - an async generator that yields nothing
+
+
+class IndexStage(_TableStage[Embedding]):
+    """``media.embeddings`` -> one row per segment (upsert on ``segment_id``)."""
+
+    name = "index"
+    input_model = Embedding
+
+    def __init__(self, settings: IndexSettings, parts: IndexParts) -> None:
+        super().__init__(settings.topic_embeddings, parts)
 
     async def delivered(self, item: Embedding, ctx: RecordContext) -> None:
         result = await self.parts.batcher.add(item)
@@ -92,31 +106,14 @@ class IndexStage(Stage[Embedding]):
         return (item.object_id if item is not None else None) or ctx.key
 
 
-class RemovalStage(Stage[ObjectRemoved]):
+class RemovalStage(_TableStage[ObjectRemoved]):
     """``media.removals`` -> delete the object's rows and keep a tombstone."""
 
     name = "index-removals"
+    input_model = ObjectRemoved
 
     def __init__(self, settings: IndexSettings, parts: IndexParts) -> None:
-        self.input_topic = settings.topic_removals
-        self.output_topics = ()
-        self.parts = parts
-
-    async def setup(self) -> None:
-        await self.parts.start()
-
-    async def close(self) -> None:
-        await self.parts.close()
-
-    def parse(self, value: bytes) -> ObjectRemoved:
-        try:
-            return ObjectRemoved.model_validate_json(value)
-        except ValidationError as exc:
-            raise PermanentError("malformed_message", f"not an ObjectRemoved: {exc}") from exc
-
-    async def process(self, item: ObjectRemoved, ctx: RecordContext) -> AsyncGenerator[Output, None]:
-        return
-        yield  # pragma: no cover
+        super().__init__(settings.topic_removals, parts)
 
     async def delivered(self, item: ObjectRemoved, ctx: RecordContext) -> None:
         rows = await self.parts.batcher.remove(item)
