@@ -51,7 +51,7 @@ def test_search_bench_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFix
     assert "vector index: IVF_HNSW_SQ" in out
     for kind in ("vector (index)", "vector exact (no index)", "text (BM25)", "hybrid + filter"):
         assert kind in out
-    assert "search_table (LanceDB defaults)" in out
+    assert "search_table (refine_factor=" in out and "LanceDB defaults (no refine)" in out
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(
         r"search_bench: rows=2000 ingest_rows_s=\d+ vector_p95_ms=[\d.]+ text_p95_ms=[\d.]+ "
