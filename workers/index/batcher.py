@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,7 +66,7 @@ class IndexBatcher:
         self.index = index
         self.batch_rows = batch_rows
         self.batch_age_s = batch_age_s
-        self.on_write: list[Any] = []  # callables(result) run after each durable write (maintenance kick)
+        self.on_write: list[Callable[[WriteResult], None]] = []  # run after each durable write (maintenance kick)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Waiting] = []
         self._first_at = 0.0

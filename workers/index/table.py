@@ -24,6 +24,11 @@ from workers.settings import IndexSettings
 KEY = "segment_id"
 
 
+def sql_literal(value: str) -> str:
+    """A string literal for a LanceDB filter (single quotes doubled), for values from outside."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def row_schema(dim: int) -> pa.Schema:
     """Columns of the segments table; the vector width is fixed when the table is created."""
     return pa.schema(

@@ -27,7 +27,7 @@ import structlog
 
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
-from workers.index.table import connect, open_table, removals_schema, row_schema, vector_dim
+from workers.index.table import connect, open_table, removals_schema, row_schema, sql_literal, vector_dim
 from workers.index.versions import ObjectVersion, Tombstone, dead_objects, sweeps
 from workers.runtime.errors import PermanentError
 from workers.settings import IndexSettings
@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 # Lance retries conflicting commits itself; a conflict that outlives its retries (another
 # writer or a compaction touched the same fragments) is retried here a few times more.
-_CONFLICT = re.compile(r"commit conflict|conflict|retryable", re.IGNORECASE)
+_CONFLICT = re.compile(r"conflict|retryable", re.IGNORECASE)
 _CONFLICT_RETRIES = 5
 # An IN-list per filter; keeps filters a readable size on large batches.
 _IN_CHUNK = 200
@@ -55,15 +55,10 @@ class WriteResult:
     deleted: int = 0
 
 
-def sql_str(value: str) -> str:
-    """A SQL string literal for a LanceDB filter."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _in_filters(column: str, values: Iterable[str]) -> list[str]:
     items = sorted(set(values))
     return [
-        f"{column} IN ({', '.join(sql_str(v) for v in items[i : i + _IN_CHUNK])})"
+        f"{column} IN ({', '.join(sql_literal(v) for v in items[i : i + _IN_CHUNK])})"
         for i in range(0, len(items), _IN_CHUNK)
     ]
 

@@ -26,7 +26,6 @@ from schemas.dead_letter import DeadLetter, ErrorKind
 from workers.runtime.attempts import RecordAttempts, Then
 from workers.runtime.dead_letters import dead_letter_for, describe, fallback_dead_letter
 from workers.runtime.errors import FatalWorkerError
-from workers.runtime.failures import Failure, backoff_s, classify
 from workers.runtime.kafka import make_consumer, make_producer
 from workers.runtime.offsets import PartitionOffsets
 from workers.runtime.pausing import PausingManager
@@ -130,9 +129,7 @@ class StageLoop(Generic[In]):
         key = record.key.decode(errors="replace") if record.key else None
         log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
         self.metrics.records += 1
-        attempts = RecordAttempts(
-            self.settings.max_attempts, self.settings.retry_backoff_s, self.settings.outage_backoff_max_s
-        )
+        attempts = self._attempts()
         item: In | None = None
         outputs_acked = False
         started_at = datetime.now(UTC)
@@ -248,21 +245,28 @@ class StageLoop(Generic[In]):
     async def _send_and_wait(self, out: Output) -> None:
         await (await self._send(out))
 
+    def _attempts(self) -> RecordAttempts:
+        return RecordAttempts(
+            self.settings.max_attempts, self.settings.retry_backoff_s, self.settings.outage_backoff_max_s
+        )
+
     async def _until_available(self, ctx: RecordContext, doing: str, action: Callable[[], Awaitable[None]]) -> None:
-        """Run `action`, waiting with capped backoff while the broker or Redis is unreachable."""
-        outages = 0
+        """Run `action`, waiting with capped backoff while the broker or Redis is unreachable
+        (the outage rule of ``RecordAttempts``; any other error is raised)."""
+        waits = self._attempts()
         while True:
             try:
                 await action()
                 return
             except Exception as exc:
-                if classify(exc) is not Failure.UNAVAILABLE:
+                step = waits.after_failure(exc)
+                if step.then is not Then.WAIT:
                     raise
-                outages += 1
                 self.metrics.outage_waits += 1
-                delay = backoff_s(self.settings.retry_backoff_s, outages, self.settings.outage_backoff_max_s)
-                ctx.log.warning("dependency_unavailable", error=describe(exc), wait_s=round(delay, 2), while_=doing)
-                await asyncio.sleep(delay)
+                ctx.log.warning(
+                    "dependency_unavailable", error=describe(exc), wait_s=round(step.delay_s, 2), while_=doing
+                )
+                await asyncio.sleep(step.delay_s)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         """Drain in-flight records of these partitions and commit them (revocation/shutdown)."""

@@ -26,8 +26,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from workers.cli.inspect import object_report
+from workers.index.table import sql_literal
 from workers.s3_client import s3_client
-from workers.search.query import Mode, SearchHit, SearchQuery, sql_string
+from workers.search.query import Mode, SearchHit, SearchQuery
 from workers.search.searcher import Searcher
 from workers.settings import SearchSettings
 
@@ -166,7 +167,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         except RedisError as exc:
             error = f"progress unavailable: {type(exc).__name__}"
         columns = list(IndexedSegment.model_fields)
-        rows = await asyncio.to_thread(state.rows, f"object_id = {sql_string(object_id)}", columns, 100_000)
+        rows = await asyncio.to_thread(state.rows, f"object_id = {sql_literal(object_id)}", columns, 100_000)
         if progress is None and error is None and not rows:
             raise HTTPException(status_code=404, detail="no such object")
         indexed = sorted((IndexedSegment(**{c: r[c] for c in columns}) for r in rows), key=lambda s: s.segment_index)
@@ -175,7 +176,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
     @app.get("/thumbnails/{segment_id}", response_class=Response)
     async def thumbnail(segment_id: str) -> Response:
         sid = _segment_id(segment_id)
-        rows = await asyncio.to_thread(state.rows, f"segment_id = {sql_string(sid)}", ["thumbnail"], 1)
+        rows = await asyncio.to_thread(state.rows, f"segment_id = {sql_literal(sid)}", ["thumbnail"], 1)
         if not rows or not rows[0]["thumbnail"]:
             raise HTTPException(status_code=404, detail="no thumbnail")
         return Response(

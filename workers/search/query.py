@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from workers.index.table import sql_literal
+
 Mode = Literal["hybrid", "vector", "text"]
 
 HYBRID_ALPHA = 0.8  # weight of the vector leg in hybrid fusion (see the module docstring)
@@ -78,20 +80,15 @@ class SearchHit(BaseModel):
     score: float
 
 
-def sql_string(value: str) -> str:
-    """A SQL string literal (single quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def where_clause(query: SearchQuery) -> str | None:
     """The filters of ``query`` as one SQL predicate, or None without filters."""
     parts = []
     if query.bucket:
-        parts.append(f"bucket = {sql_string(query.bucket)}")
+        parts.append(f"bucket = {sql_literal(query.bucket)}")
     if query.prefix:
-        parts.append(f"starts_with(key, {sql_string(query.prefix)})")
+        parts.append(f"starts_with(key, {sql_literal(query.prefix)})")
     if query.object_id:
-        parts.append(f"object_id = {sql_string(query.object_id)}")
+        parts.append(f"object_id = {sql_literal(query.object_id)}")
     return " AND ".join(parts) or None
 
 
