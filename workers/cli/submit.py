@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sys
@@ -19,10 +18,16 @@ from redis.asyncio import Redis
 from schemas.events import parse_event
 from schemas.progress import ObjectProgress
 from workers.bridge.translate import SUBMIT_MARKER
+from workers.cli.progress_view import progress_view
 from workers.runtime.kafka import ensure_topics
 from workers.s3_client import s3_client
 from workers.settings import S3Settings
 from workers.state import ProgressStore, RedisKeys
+from workers.state.progress_feed import ProgressFeed
+
+# Changes arrive on the progress channel within milliseconds; this slow re-read only bounds how
+# long a message lost to a Redis reconnect can hide a change (it used to be the 0.5 s poll).
+REREAD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,40 +104,40 @@ async def submit(paths: list[Path], settings: S3Settings) -> list[Submitted]:
 
 
 async def wait_for(
-    object_ids: list[str], names: dict[str, str], settings: S3Settings, timeout_s: float, show: bool = True
+    object_ids: list[str],
+    names: dict[str, str],
+    settings: S3Settings,
+    timeout_s: float,
+    show: bool = True,
+    reread_s: float = REREAD_S,
 ) -> dict[str, ObjectProgress | None]:
-    """Poll progress until every object is done or failed (or timeout); draw bars on stderr."""
+    """Follow progress until every object is done or failed (or timeout); draw it on stderr.
+
+    Changes arrive on the progress channel; everything is re-read at least every ``reread_s``
+    as well, because a pub/sub message lost to a reconnect is never sent again.
+    """
     redis = Redis.from_url(settings.redis_url)
-    store = ProgressStore(redis, RedisKeys(settings.key_prefix))
+    keys = RedisKeys(settings.key_prefix)
+    store = ProgressStore(redis, keys)
     deadline = time.monotonic() + timeout_s
-    tty = sys.stderr.isatty()
-    last_lines: dict[str, str] = {}
     try:
-        while True:
-            states = {oid: await store.get(oid) for oid in object_ids}
-            if show:
-                for oid, prog in states.items():
-                    line = render_progress(names.get(oid, oid), prog)
-                    if tty or last_lines.get(oid) != line:
-                        sys.stderr.write(line + "\n")
-                        last_lines[oid] = line
-                if tty:
-                    sys.stderr.write(f"\x1b[{len(states)}A")
-            if all(p is not None and p.finished for p in states.values()) or time.monotonic() > deadline:
-                if show and tty:
-                    sys.stderr.write("\n" * len(states))
-                return states
-            await asyncio.sleep(0.5)
+        # Subscribed before the first read: a change after that read is announced, not lost.
+        async with ProgressFeed.subscribe(redis, keys) as feed:
+            with progress_view(names, sys.stderr, show) as view:
+                states = {oid: await store.get(oid) for oid in object_ids}
+                next_reread = time.monotonic() + reread_s
+                while True:
+                    if view is not None:
+                        view.update(states)
+                    now = time.monotonic()
+                    if all(p is not None and p.finished for p in states.values()) or now >= deadline:
+                        return states
+                    # Other objects' changes keep the feed busy: the re-read still comes on time.
+                    changed = await feed.changes(min(next_reread, deadline) - now)
+                    if changed is None or time.monotonic() >= next_reread:
+                        changed = set(states)
+                        next_reread = time.monotonic() + reread_s
+                    for oid in changed & states.keys():
+                        states[oid] = await store.get(oid)
     finally:
         await redis.aclose()
-
-
-def render_progress(name: str, prog: ObjectProgress | None, width: int = 24) -> str:
-    if prog is None:
-        return f"{name[:32]:<32} [{'':<{width}}] queued"
-    total = prog.segments_total
-    frac = (prog.embedded / total) if total else 0.0
-    bar = "#" * int(frac * width)
-    counts = f"{prog.embedded}/{total if total is not None else '?'} embedded, {prog.captioned} captioned"
-    tail = f" error={prog.error}" if prog.error else ""
-    return f"{name[:32]:<32} [{bar:<{width}}] {prog.state.value:<8} {counts}{tail}"
