@@ -1,6 +1,7 @@
 """Poison inputs against the REAL in-process engines (tiny Qwen3-VL, MiniLM on vLLM CPU):
 they fail alone and are never taken for a broken engine, also before any request has
-succeeded (the built-in canary is a request the real engine completes).
+succeeded (the built-in canary is a request the real engine completes). A request that
+times out is aborted in the real engine, so it stops holding a slot.
 
 The caption poison bypasses the stage's frame check on purpose: it stands for whatever input
 the check cannot foresee. Every poison is made here; nothing binary is committed.
@@ -8,7 +9,9 @@ the check cannot foresee. Every poison is made here; nothing binary is committed
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import io
 import random
 from collections.abc import Awaitable, Callable
@@ -21,8 +24,9 @@ from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import ChatMessages
 from workers.embed.backend import VllmEmbedBackend
 from workers.offline_profile import offline_env
+from workers.runtime.continuous import engine_thread
 from workers.runtime.errors import FatalWorkerError
-from workers.runtime.microbatch import engine_thread
+from workers.runtime.model_backend import VllmBackend
 from workers.settings import CaptionSettings, EmbedSettings
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +64,7 @@ async def test_real_engines_blame_poison_on_the_input(offline: None) -> None:
         await embedder.start()
         await _caption_poison_is_the_inputs_fault(captioner)
         await _overlong_text_is_the_inputs_fault(embedder)
+        await _a_timed_out_request_leaves_the_engine(captioner, _image_message(_jpeg(3)))
     finally:
         await captioner.close()
         await embedder.close()
@@ -89,3 +94,21 @@ async def _fails_as_the_inputs_fault(call: Callable[[Any], Awaitable[object]], p
         with pytest.raises(Exception) as info:
             await call(poison)
         assert not isinstance(info.value, FatalWorkerError), info.value
+
+
+async def _a_timed_out_request_leaves_the_engine(engine: VllmBackend[Any, Any], request: Any) -> None:
+    patient = engine.serving
+    engine.serving = dataclasses.replace(patient, request_timeout_s=0.001)  # gives up before its result
+    try:
+        with pytest.raises(TimeoutError):
+            await engine._submit(request)
+    finally:
+        engine.serving = patient
+    llm_engine = engine._llm.llm_engine
+    for _ in range(200):  # aborted at the next step
+        if not await asyncio.get_running_loop().run_in_executor(engine._executor, llm_engine.has_unfinished_requests):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the timed-out request still holds a slot in the engine")
+    assert (await engine._submit(request)).completion_tokens

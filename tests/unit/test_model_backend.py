@@ -48,26 +48,54 @@ def test_the_view_reads_the_documented_variables(monkeypatch: pytest.MonkeyPatch
 
 
 class SlowEngine(VllmBackend[str, str]):
-    """The in-process base with a blocking engine that takes ``delay_s`` per batch (no vLLM)."""
+    """The in-process base stepping a fake engine (no vLLM): each step takes ``delay_s``, a
+    request finishes after as many steps as it has characters."""
 
     delay_s = 0.0
+
+    def __init__(self, serving: ModelServing, canary: str) -> None:
+        super().__init__(serving, canary)
+        self.running: dict[str, list[Any]] = {}
+        self.aborted: list[str] = []
 
     def engine_defaults(self) -> dict[str, Any]:
         return {}
 
-    def _run_batch(self, batch: Sequence[str]) -> list[str]:
+    def _render(self, request: str) -> tuple[Any, Any]:
+        raise AssertionError("the fake engine takes requests as they are")
+
+    def _result(self, output: Any, latency_s: float) -> str:
+        raise AssertionError("the fake engine returns results as they are")
+
+    def add(self, request_id: str, request: str) -> None:
+        self.running[request_id] = [request, len(request)]
+
+    def step(self) -> list[tuple[str, str | Exception]]:
         time.sleep(self.delay_s)
-        return [text.upper() for text in batch]
+        finished: list[tuple[str, str | Exception]] = []
+        for rid, state in list(self.running.items()):
+            state[1] -= 1
+            if state[1] <= 0:
+                del self.running[rid]
+                finished.append((rid, state[0].upper()))
+        return finished
+
+    def abort(self, request_ids: Sequence[str]) -> None:
+        for rid in request_ids:
+            self.running.pop(rid, None)
+        self.aborted.extend(request_ids)
 
 
-async def test_the_request_timeout_bounds_the_in_process_engine() -> None:
+async def test_the_request_timeout_bounds_the_in_process_engine_and_aborts_the_request() -> None:
     serving = dataclasses.replace(CaptionSettings().serving, request_timeout_s=0.05)
     engine = SlowEngine(serving, canary="ok")
     try:
         assert await engine._submit("fast") == "FAST"
-        engine.delay_s = 0.5
+        engine.delay_s = 0.01
         with pytest.raises(TimeoutError):
-            await engine._submit("slow")
+            await engine._submit("slow" * 100)  # 400 steps: 4 s
+        await asyncio.sleep(0.3)  # the abort comes at the next step (10 ms)
+        assert not engine.running and engine.aborted == ["1"]  # it stopped holding a slot
     finally:
         await engine.close()
 

@@ -2,19 +2,19 @@
 
 Both take the same chat messages and return the same ``CaptionResult``; which one runs is
 ``CAPSTREAM_CAPTION_BACKEND`` (``vllm`` owns a GPU per worker, ``openai`` lets many workers
-share one server). Engine thread, batching, HTTP client and timeouts are the shared bases'
+share one server). Engine thread, continuous batching, HTTP client and timeouts are the shared bases'
 (``workers.runtime.model_backend``); here is only what captioning adds.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from workers.caption.prompt import ChatMessages, build_canary_messages
+from workers.runtime.continuous import OnStep
 from workers.runtime.model_backend import OpenAIBackend, VllmBackend
 from workers.runtime.stage import ModelBackend
 from workers.settings import CaptionSettings
@@ -33,8 +33,10 @@ class CaptionBackend(ModelBackend, Protocol):
 
 
 class VllmCaptionBackend(VllmBackend[ChatMessages, CaptionResult]):
-    def __init__(self, settings: CaptionSettings, executor: Executor | None = None) -> None:
-        super().__init__(settings.serving, build_canary_messages(settings.caption_prompt), executor)
+    def __init__(
+        self, settings: CaptionSettings, executor: Executor | None = None, on_step: OnStep | None = None
+    ) -> None:
+        super().__init__(settings.serving, build_canary_messages(settings.caption_prompt), executor, on_step)
         self._settings = settings
         self._sampling: Any = None
 
@@ -49,24 +51,29 @@ class VllmCaptionBackend(VllmBackend[ChatMessages, CaptionResult]):
     def _load(self) -> None:
         super()._load()
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         self._sampling = SamplingParams(
-            max_tokens=self._settings.caption_max_tokens, temperature=self._settings.caption_temperature
+            max_tokens=self._settings.caption_max_tokens,
+            temperature=self._settings.caption_temperature,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # as LLM.chat asks: one output, when finished
         )
 
-    def _run_batch(self, batch: Sequence[ChatMessages]) -> list[CaptionResult]:
-        started = time.perf_counter()
-        outputs = self._llm.chat(list(batch), self._sampling, use_tqdm=False)
-        elapsed = time.perf_counter() - started
-        return [
-            CaptionResult(
-                text=out.outputs[0].text.strip(),
-                prompt_tokens=len(out.prompt_token_ids or []),
-                completion_tokens=len(out.outputs[0].token_ids),
-                latency_s=elapsed,
-            )
-            for out in outputs
-        ]
+    def _render(self, request: ChatMessages) -> tuple[Any, Any]:
+        # LLM.chat's own rendering: chat template, images fetched from their data URLs and
+        # processed; a bad image raises here, for this request alone.
+        return self._llm._preprocess_chat_one(request), self._sampling
+
+    def _result(self, output: Any, latency_s: float) -> CaptionResult:
+        completion = output.outputs[0]
+        if completion.finish_reason in ("abort", "error"):
+            raise RuntimeError(f"caption request ended with {completion.finish_reason!r}")
+        return CaptionResult(
+            text=completion.text.strip(),
+            prompt_tokens=len(output.prompt_token_ids or []),
+            completion_tokens=len(completion.token_ids),
+            latency_s=latency_s,
+        )
 
     async def caption(self, messages: ChatMessages) -> CaptionResult:
         return await self._submit(messages)
@@ -98,7 +105,12 @@ class OpenAICaptionBackend(OpenAIBackend):
         )
 
 
-def make_caption_backend(settings: CaptionSettings, engine_executor: Executor | None = None) -> CaptionBackend:
+def make_caption_backend(
+    settings: CaptionSettings,
+    engine_executor: Executor | None = None,
+    on_step: OnStep | None = None,
+) -> CaptionBackend:
+    """``on_step`` hears the requests of each in-process engine step (unused by the HTTP client)."""
     if settings.caption_backend == "openai":
         return OpenAICaptionBackend(settings)
-    return VllmCaptionBackend(settings, engine_executor)
+    return VllmCaptionBackend(settings, engine_executor, on_step)
