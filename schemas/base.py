@@ -54,6 +54,11 @@ class SegmentRef(Message):
     thumbnail: bytes = Field(
         default=b"", max_length=THUMBNAIL_MAX_BYTES, description="small JPEG of the segment (base64 in JSON)"
     )
+    event_time: datetime | None = Field(
+        default=None,
+        description="when the source's event happened (its S3 eventTime, else the event record's time): "
+        "the start of the event-to-searchable latency",
+    )
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> Self:

@@ -22,6 +22,7 @@ from workers.embed.stage import EmbedStage
 from workers.index.stage import IndexParts, IndexStage, RemovalStage
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
+from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.microbatch import engine_thread
 from workers.settings import (
     BridgeSettings,
@@ -48,6 +49,7 @@ class WorkerResources:
 
     engine_executor: ThreadPoolExecutor = field(default_factory=engine_thread)
     redis_clients: list[Redis] = field(default_factory=list)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     def redis(self, url: str) -> Redis:
         client = Redis.from_url(url)
@@ -73,8 +75,8 @@ def build_loops(name: StageName, res: WorkerResources) -> list[StageLoop[Any]]:
         ix = IndexSettings()
         parts = IndexParts(ix)
         return [
-            StageLoop(IndexStage(ix, parts), ix, ix.index_group, ix.index_max_in_flight),
-            StageLoop(RemovalStage(ix, parts), ix, ix.index_removals_group, 16),
+            StageLoop(IndexStage(ix, parts), ix, ix.index_group, ix.index_max_in_flight, res.metrics),
+            StageLoop(RemovalStage(ix, parts), ix, ix.index_removals_group, 16, res.metrics),
         ]
     return [build_loop(name, res)]
 
@@ -82,19 +84,27 @@ def build_loops(name: StageName, res: WorkerResources) -> list[StageLoop[Any]]:
 def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
     if name == "s3-events":
         bs = BridgeSettings()
-        return StageLoop(S3EventsStage(bs, res.redis(bs.redis_url)), bs, bs.s3_events_group, bs.s3_events_max_in_flight)
+        stage_b = S3EventsStage(bs, res.redis(bs.redis_url))
+        return StageLoop(stage_b, bs, bs.s3_events_group, bs.s3_events_max_in_flight, res.metrics)
     if name == "decode":
         ds = DecodeSettings()
-        return StageLoop(DecodeStage(ds, res.redis(ds.redis_url)), ds, ds.decode_group, ds.decode_max_in_flight)
+        return StageLoop(
+            DecodeStage(ds, res.redis(ds.redis_url)), ds, ds.decode_group, ds.decode_max_in_flight, res.metrics
+        )
     if name == "caption":
         cs = CaptionSettings()
         backend = make_caption_backend(cs, res.engine_executor)
         return StageLoop(
-            CaptionStage(cs, res.redis(cs.redis_url), backend), cs, cs.caption_group, cs.caption_max_in_flight
+            CaptionStage(cs, res.redis(cs.redis_url), backend),
+            cs,
+            cs.caption_group,
+            cs.caption_max_in_flight,
+            res.metrics,
         )
     es = EmbedSettings()
     backend_e = make_embed_backend(es, res.engine_executor)
-    return StageLoop(EmbedStage(es, res.redis(es.redis_url), backend_e), es, es.embed_group, es.embed_max_in_flight)
+    stage_e = EmbedStage(es, res.redis(es.redis_url), backend_e)
+    return StageLoop(stage_e, es, es.embed_group, es.embed_max_in_flight, res.metrics)
 
 
 async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = None) -> None:
@@ -106,6 +116,8 @@ async def run_stages(names: Sequence[StageName], stop: asyncio.Event | None = No
         loop.add_signal_handler(sig, stop.set)
     await ensure_topics(common)
     resources = WorkerResources()
+    if common.metrics_port is not None:
+        resources.metrics.serve(common.metrics_port, common.metrics_host)
     loops = [sl for n in names for sl in build_loops(n, resources)]
     tasks = [asyncio.create_task(sl.run(stop), name=f"stage-{sl.stage.name}") for sl in loops]
     try:

@@ -42,6 +42,10 @@ class CommonSettings(BaseSettings):
     failed_progress_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="progress of failed/skipped objects expires after this; 0 = never"
     )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve Prometheus /metrics here; unset = off, 0 = any free port"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)")
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     # Tansu and old brokers reject InitProducerId v3+; Apache Kafka supports it.

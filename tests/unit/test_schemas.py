@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -89,6 +90,7 @@ _REF = {
     "key": "k",
     "version": "s:0A",
     "thumbnail": b"\xff\xd8thumb",
+    "event_time": datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
 }
 
 

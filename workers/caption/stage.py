@@ -48,5 +48,6 @@ class CaptionStage(ModelStage[SegmentBatch, CaptionBackend]):
             completion_tokens=result.completion_tokens,
             latency_s=result.latency_s,
         )
+        ctx.metrics.tokens(result.prompt_tokens, result.completion_tokens)
         log.info("segment_captioned", latency_s=round(result.latency_s, 3), chars=len(result.text))
         return caption

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,7 +55,8 @@ class ObjectSource:
             await self._client_cm.__aexit__(None, None, None)
             self._client_cm = self._client = None
 
-    async def resolve(self, event: ObjectCreated) -> str | HttpReader:
+    async def resolve(self, event: ObjectCreated, sized: Callable[[int], None] | None = None) -> str | HttpReader:
+        """Where PyAV reads ``event``'s object; ``sized`` hears its size once checked (S3, file)."""
         scheme = event.scheme
         if scheme not in self._settings.allowed_scheme_set:
             raise PermanentError(
@@ -63,13 +65,13 @@ class ObjectSource:
                 object_id=event.object_id,
             )
         if scheme == "s3":
-            return await self._presign(event)
+            return await self._presign(event, sized)
         if scheme == "file":
             path = Path(unquote(urlsplit(event.uri).path))
             size = await asyncio.to_thread(_file_size, path)
             if size is None:
                 raise PermanentError("object_not_found", f"no such file: {path}", object_id=event.object_id)
-            self._check_size(event, size)
+            self._check_size(event, size, sized)
             return str(path)
         try:
             return await asyncio.to_thread(self._open_http, event.uri)
@@ -109,7 +111,7 @@ class ObjectSource:
             "reconnect_delay_max": "8",
         }
 
-    async def _presign(self, event: ObjectCreated) -> str:
+    async def _presign(self, event: ObjectCreated, sized: Callable[[int], None] | None) -> str:
         assert event.bucket and event.key and self._client is not None
         params = {"Bucket": event.bucket, "Key": event.key}
         if event.version_id and event.version_id != "null":
@@ -133,13 +135,13 @@ class ObjectSource:
             raise  # throttling, 5xx: transient, retried by the loop
         except BotoCoreError:
             raise  # endpoint unreachable, timeouts: transient
-        self._check_size(event, int(head.get("ContentLength", 0)))
+        self._check_size(event, int(head.get("ContentLength", 0)), sized)
         url: str = await self._client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self._settings.presign_expiry_s
         )
         return url
 
-    def _check_size(self, event: ObjectCreated, size: int) -> None:
+    def _check_size(self, event: ObjectCreated, size: int, sized: Callable[[int], None] | None) -> None:
         if size > self._settings.max_object_bytes:
             raise PermanentError(
                 "object_too_large",
@@ -148,6 +150,8 @@ class ObjectSource:
             )
         if size == 0:
             raise PermanentError("empty_object", f"{event.uri} is empty", object_id=event.object_id)
+        if sized is not None:
+            sized(size)
 
 
 def _file_size(path: Path) -> int | None:

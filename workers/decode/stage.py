@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from redis.asyncio import Redis
 
@@ -22,6 +23,7 @@ from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import PermanentError
+from workers.runtime.metrics import Outcome
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import DecodeSettings
 from workers.state import (
@@ -103,6 +105,8 @@ class DecodeStage(Stage[EventBatch]):
 
     async def process(self, item: EventBatch, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         outcome = self._outcomes[ctx.owner] = _RecordOutcome()  # a retry starts over
+        skipped: list[Outcome] = []  # why objects were passed over, for the record's verdict
+        event_time_fallback = ctx.record_time  # when the event reached Kafka, if it has no time
         for name in item.ignored:
             ctx.log.info("event_ignored", event_name=name)
             await self.counts.add(f"ignored:{name}")
@@ -117,21 +121,25 @@ class DecodeStage(Stage[EventBatch]):
                 await self.counts.add(f"filtered:{rejected_by}")
                 # Whoever uploaded it sees why nothing happens (`submit --wait`, `status`).
                 await self.progress.skip(obj.object_id, obj.uri, self.filter.explain(rejected_by))
+                skipped.append(Outcome.FILTERED)
                 continue
             if obj.bucket and obj.key and obj.sequencer:
                 order = await self.sequencers.advance(obj.bucket, obj.key, obj.sequencer)
                 if order is SequencerOutcome.STALE:
                     log.info("stale_event_skipped", sequencer=obj.sequencer)
                     await self.counts.add("stale")
+                    skipped.append(Outcome.STALE)
                     continue
             claim = await self.claims.claim(obj.object_id, ctx.owner)
             if claim is ClaimOutcome.DUPLICATE:
                 log.info("duplicate_event_skipped")
                 await self.counts.add("duplicate")
+                skipped.append(Outcome.DUPLICATE)
                 continue
             if claim is ClaimOutcome.RECLAIMED and await self._already_failed(obj.object_id):
                 # Redelivered after its dead letter was written: one dead letter per object.
                 log.info("already_dead_lettered_skipped")
+                skipped.append(Outcome.DUPLICATE)
                 continue
             outcome.claimed.append(obj.object_id)
             await self.counts.add("accepted")
@@ -143,9 +151,10 @@ class DecodeStage(Stage[EventBatch]):
                     # Oversized input is bad input (DLQ + failed), decided after the claim so a
                     # repeated event does not write a second dead letter.
                     raise PermanentError("object_too_large", too_large, object_id=obj.object_id)
-                async for segment in self._segments(obj):
-                    batch = _to_batch(obj, segment)
+                async for segment in self._segments(obj, ctx.metrics.source_bytes.inc):
+                    batch = _to_batch(obj, segment, obj.event_time or event_time_fallback)
                     ids.append(batch.segment_id)
+                    ctx.metrics.video_seconds.inc(batch.end_s - batch.start_s)
                     yield Output(self.settings.topic_segments, obj.object_id, batch)
                     log.debug(
                         "segment_published",
@@ -161,6 +170,8 @@ class DecodeStage(Stage[EventBatch]):
                 continue
             outcome.decoded[obj.object_id] = ids
             log.info("decode_finished", segments=len(ids))
+        if skipped and not outcome.claimed and not item.removed:
+            ctx.verdict.outcome = skipped[0]
 
     async def _removal(self, removed: ObjectRemoved, ctx: RecordContext) -> Output | None:
         """Forward a deletion to the index (``media.removals``, keyed by bucket/key), unless a
@@ -185,8 +196,8 @@ class DecodeStage(Stage[EventBatch]):
         progress = await self.progress.get(object_id)
         return progress is not None and progress.state is ObjectState.FAILED
 
-    async def _segments(self, obj: ObjectCreated) -> AsyncIterator[DecodedSegment]:
-        location = await self.source.resolve(obj)
+    async def _segments(self, obj: ObjectCreated, sized: Callable[[int], None]) -> AsyncIterator[DecodedSegment]:
+        location = await self.source.resolve(obj, sized)
         options = self.source.ffmpeg_options(location)
         timeout_s = self.settings.read_timeout_s
         name = redact(obj.uri)  # how a reader (http(s) source) is shown in errors
@@ -226,7 +237,7 @@ class DecodeStage(Stage[EventBatch]):
         self._outcomes.pop(ctx.owner, None)
 
 
-def _to_batch(obj: ObjectCreated, segment: DecodedSegment) -> SegmentBatch:
+def _to_batch(obj: ObjectCreated, segment: DecodedSegment, event_time: datetime | None) -> SegmentBatch:
     return SegmentBatch(
         object_id=obj.object_id,
         segment_id=segment_id(obj.object_id, segment.index),
@@ -243,4 +254,5 @@ def _to_batch(obj: ObjectCreated, segment: DecodedSegment) -> SegmentBatch:
         key=obj.key,
         version=obj.version_order,
         thumbnail=segment.thumbnail,
+        event_time=event_time,
     )

@@ -9,6 +9,7 @@ one ``IndexBatcher`` (one writer thread) and one ``IndexMaintenance``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from workers.index.batcher import IndexBatcher
 from workers.index.maintenance import IndexMaintenance
 from workers.index.writer import SegmentIndex, WriteResult
 from workers.runtime.errors import PermanentError
+from workers.runtime.metrics import Outcome
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import IndexSettings
 
@@ -94,6 +96,7 @@ class IndexStage(_TableStage[Embedding]):
     async def delivered(self, item: Embedding, ctx: RecordContext) -> None:
         result = await self.parts.batcher.add(item)
         if item.segment_id in result.skipped:
+            ctx.verdict.outcome = Outcome.STALE
             ctx.log.info(
                 "index_row_skipped",
                 object_id=item.object_id,
@@ -101,6 +104,8 @@ class IndexStage(_TableStage[Embedding]):
                 why="superseded_or_removed",
                 version=item.version,
             )
+        elif item.event_time is not None:
+            ctx.metrics.event_to_indexed.observe(max((datetime.now(UTC) - item.event_time).total_seconds(), 0.0))
 
     def object_id_of(self, item: Embedding | None, ctx: RecordContext) -> str | None:
         return (item.object_id if item is not None else None) or ctx.key

@@ -27,13 +27,17 @@ from workers.runtime.attempts import RecordAttempts, Then
 from workers.runtime.dead_letters import dead_letter_for, describe, fallback_dead_letter
 from workers.runtime.errors import FatalWorkerError
 from workers.runtime.kafka import make_consumer, make_producer
+from workers.runtime.metrics import Outcome, WorkerMetrics
 from workers.runtime.offsets import PartitionOffsets
 from workers.runtime.pausing import PausingManager
-from workers.runtime.stage import In, Output, RecordContext, Stage
+from workers.runtime.stage import In, Output, RecordContext, RecordVerdict, Stage
 from workers.settings import CommonSettings
 
 # Await broker acks in groups so a long decode streams without unbounded pending sends.
 _MAX_UNACKED_SENDS = 8
+# Lag needs one OffsetFetch per newly assigned partition, then only local state: every 2 s is
+# fine-grained next to an autoscaler's 15-30 s polling.
+_LAG_EVERY_S = 2.0
 
 
 @dataclass
@@ -60,12 +64,22 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
 
 class StageLoop(Generic[In]):
-    def __init__(self, stage: Stage[In], settings: CommonSettings, group_id: str, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        stage: Stage[In],
+        settings: CommonSettings,
+        group_id: str,
+        max_in_flight: int,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.stage = stage
         self.settings = settings
         self.group_id = group_id
         self.max_in_flight = max_in_flight
         self.metrics = LoopMetrics()
+        self.stage_metrics = (metrics or WorkerMetrics()).for_stage(stage.name)
+        self._lag_at = 0.0
+        self._start_offsets: dict[TopicPartition, int] = {}  # committed (or earliest) when assigned
         self.log = structlog.get_logger("capstream.loop").bind(stage=stage.name)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -95,6 +109,7 @@ class StageLoop(Generic[In]):
             while not stop.is_set() and self._fatal is None:
                 await self._poll_once()
                 await self._commit()
+                await self._report_lag()
             if self._fatal is not None:
                 raise FatalWorkerError(str(self._fatal)) from self._fatal
             await self.release(set(self._offsets))
@@ -105,13 +120,16 @@ class StageLoop(Generic[In]):
         consumer, pausing = self._consumer, self._pausing
         assert consumer is not None and pausing is not None
         free = self.max_in_flight - len(self._tasks)
+        self.stage_metrics.in_flight.set(len(self._tasks))
         if free <= 0:
             await pausing.poll_paused(len(self._tasks))
             self.metrics.pauses = pausing.pauses
+            self.stage_metrics.paused.set(1)
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             return
         pausing.resume()
+        self.stage_metrics.paused.set(0)
         batches = await consumer.getmany(timeout_ms=200, max_records=free)
         for tp, records in batches.items():
             for record in records:
@@ -129,15 +147,29 @@ class StageLoop(Generic[In]):
         key = record.key.decode(errors="replace") if record.key else None
         log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
         self.metrics.records += 1
+        metrics = self.stage_metrics
         attempts = self._attempts()
         item: In | None = None
         outputs_acked = False
         started_at = datetime.now(UTC)
+        began = time.perf_counter()
         record_time = _record_time(record.timestamp)
+        verdict = RecordVerdict()
         while True:
             attempt = attempts.begin()
+            verdict.outcome = Outcome.DONE
             ctx = RecordContext(
-                tp.topic, tp.partition, record.offset, key, record.value or b"", attempt, log, record_time, started_at
+                tp.topic,
+                tp.partition,
+                record.offset,
+                key,
+                record.value or b"",
+                attempt,
+                log,
+                record_time,
+                started_at,
+                metrics,
+                verdict,
             )
             try:
                 item = self.stage.parse(ctx.value)
@@ -145,6 +177,7 @@ class StageLoop(Generic[In]):
                     await self._deliver(self.stage.process(item, ctx))
                     outputs_acked = True
                 await self.stage.delivered(item, ctx)
+                metrics.record(verdict.outcome)
                 break
             except FatalWorkerError:
                 raise
@@ -153,14 +186,17 @@ class StageLoop(Generic[In]):
                 if step.then is Then.DEAD_LETTER:
                     assert step.kind is not None
                     await self._dead_letter(item, ctx, exc, step.kind)
+                    metrics.record(Outcome.DEAD_LETTERED)
                     break
                 if step.then is Then.WAIT:  # not the record's fault: the try did not count
                     self.metrics.outage_waits += 1
                     log.warning("dependency_unavailable", error=describe(exc), wait_s=round(step.delay_s, 2))
                 else:
                     self.metrics.retries += 1
+                    metrics.record(Outcome.RETRIED)
                     log.warning("retrying", attempt=attempt, error=describe(exc), delay_s=round(step.delay_s, 3))
                 await asyncio.sleep(step.delay_s)
+        metrics.processing.observe(time.perf_counter() - began)
         offsets = self._offsets.get(tp)
         if offsets is not None:  # None: the partition was revoked and this record will be redelivered
             offsets.finish(record.offset)
@@ -184,6 +220,7 @@ class StageLoop(Generic[In]):
 
     async def _send(self, out: Output) -> asyncio.Future[Any]:
         self.metrics.outputs += 1
+        self.stage_metrics.output(out.topic)
         fut: asyncio.Future[Any] = await self.producer.send(out.topic, value=out.value.to_bytes(), key=out.key.encode())
         return fut
 
@@ -232,6 +269,7 @@ class StageLoop(Generic[In]):
         except Exception as hook_exc:
             ctx.log.error("dead_lettered_hook_failed", error=describe(hook_exc), reason=letter.reason)
         self.metrics.dead_letters += 1
+        self.stage_metrics.dead_letter(letter.reason)
         ctx.log.error(
             "dead_lettered",
             reason=letter.reason,
@@ -279,6 +317,8 @@ class StageLoop(Generic[In]):
         await self._commit(partitions)
         for tp in partitions:
             self._offsets.pop(tp, None)
+            self._start_offsets.pop(tp, None)
+        self.stage_metrics.forget_partitions(self.group_id, ((tp.topic, tp.partition) for tp in partitions))
 
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
         """Commit what is safe to commit.
@@ -312,6 +352,45 @@ class StageLoop(Generic[In]):
             if tp in self._offsets:
                 self._offsets[tp].mark_committed(off)
         self.metrics.commits += 1
+
+    async def _report_lag(self) -> None:
+        """Set the lag gauge of every owned partition: high watermark minus committed offset.
+
+        The committed offset is this loop's last acknowledged commit; before its first one, the
+        group's committed offset when the partition was assigned (or the log start, for a group
+        that never committed), asked of the broker once per assignment.
+        """
+        consumer = self._consumer
+        now = time.monotonic()
+        if consumer is None or now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        lags: list[tuple[str, int, int]] = []
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:  # nothing fetched yet: the watermark is unknown
+                continue
+            committed = self._offsets[tp].committed if tp in self._offsets else None
+            if committed is None:
+                committed = await self._start_offset(tp)
+            if committed is None:
+                continue
+            lags.append((tp.topic, tp.partition, highwater - committed))
+        self.stage_metrics.set_lag(self.group_id, lags)
+
+    async def _start_offset(self, tp: TopicPartition) -> int | None:
+        if tp not in self._start_offsets:
+            consumer = self._consumer
+            assert consumer is not None
+            try:
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    committed = (await consumer.beginning_offsets([tp]))[tp]
+            except KafkaError as exc:
+                self.log.debug("lag_unknown", partition=tp.partition, error=str(exc))
+                return None
+            self._start_offsets[tp] = committed
+        return self._start_offsets[tp]
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from schemas.base import Message, SegmentRef
 from schemas.dead_letter import DeadLetter
 from workers.runtime.errors import PermanentError
+from workers.runtime.metrics import Outcome, StageMetrics, WorkerMetrics
 
 In = TypeVar("In")
 
@@ -28,6 +29,14 @@ class Output:
     topic: str
     key: str
     value: Message
+
+
+@dataclass
+class RecordVerdict:
+    """What became of a record that finished without error, as the stage saw it: ``done``
+    unless the stage skipped it (the loop counts it under this outcome)."""
+
+    outcome: Outcome = Outcome.DONE
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,8 @@ class RecordContext:
     log: structlog.typing.FilteringBoundLogger
     record_time: datetime | None = None  # the Kafka record's timestamp
     first_attempt_at: datetime | None = None  # when this worker first started the record
+    metrics: StageMetrics = field(default_factory=lambda: WorkerMetrics().for_stage("unlabelled"))
+    verdict: RecordVerdict = field(default_factory=lambda: RecordVerdict())
 
     @property
     def owner(self) -> str:
@@ -138,7 +149,9 @@ class ModelStage(Stage[R], Generic[R, B]):
         log = ctx.log.bind(object_id=item.object_id, segment_id=item.segment_id)
         if await self.progress.is_marked(self.done_marker, item.segment_id):
             log.info(f"segment_already_{self.done_marker}")
+            ctx.verdict.outcome = Outcome.DUPLICATE
             return
+        ctx.metrics.model_requests.inc()
         yield Output(self.output_topics[0], item.object_id, await self.run_model(item, ctx, log))
 
     async def delivered(self, item: R, ctx: RecordContext) -> None:
