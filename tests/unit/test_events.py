@@ -327,15 +327,24 @@ def test_bridge_notification_round_trips_as_seaweedfs_source() -> None:
         (b'{"Type": "Notification", "Message": "not json"}', "malformed_json"),
         (b'{"body": "[1]"}', "unknown_event_shape"),
         (b'{"Records": [{"eventSource": "aws:sqs", "receiptHandle": "r", "body": 5}]}', "malformed_record"),
-        (
-            json.dumps(
-                {"body": json.dumps({"body": json.dumps({"body": json.dumps({"body": json.dumps({"body": "{}"})})})})}
-            ).encode(),
-            "unknown_event_shape",
-        ),
     ],
 )
 def test_malformed_envelopes_raise_with_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(EventParseError) as info:
         parse_event(payload)
     assert info.value.reason == reason
+
+
+def _in_sqs_bodies(event: str, depth: int) -> str:
+    for _ in range(depth):
+        event = json.dumps({"body": event})
+    return event
+
+
+def test_envelope_depth_limit_refuses_a_valid_event_nested_too_deep() -> None:
+    # The innermost event is a valid S3 notification, so only the depth limit can refuse it.
+    [obj] = parse_event(_in_sqs_bodies(S3_JSON, 4)).objects  # S3 -> SNS -> SQS -> Connect and one more
+    assert obj.key == "holiday videos/beach day(1).mp4"
+    with pytest.raises(EventParseError, match="nested envelopes") as info:
+        parse_event(_in_sqs_bodies(S3_JSON, 5))
+    assert info.value.reason == "unknown_event_shape"
