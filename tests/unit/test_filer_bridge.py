@@ -1,20 +1,66 @@
 """The SeaweedFS event bridge on payloads captured from a real ``weed`` 4.48 filer
-(tests/unit/data/seaweedfs_filer_events.json: one upload session with aiobotocore)."""
+(tests/unit/data/seaweedfs_filer_events.json: one upload session with aiobotocore).
+
+Whether the bridge's sequencers order versions as the decode worker needs is checked through
+what the worker runs: ``SequencerStore``'s Lua script on a real redis-server.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.events import S3EventNotification, parse_event
 from workers.bridge.filer_proto import EventNotification, FilerProtoError
 from workers.bridge.translate import Skipped, translate
-from workers.state.sequencers import pad_compare
+from workers.localstack import free_port, start_redis, stop_process
+from workers.state import RedisKeys, SequencerOutcome, SequencerStore
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "seaweedfs_filer_events.json").read_text())["events"]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    proc = start_redis(tmp_path_factory.mktemp("bridge-redis"), port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(proc)
+
+
+@pytest_asyncio.fixture
+async def sequencers(redis_url: str) -> AsyncIterator[SequencerStore]:
+    """The decode worker's per-key ordering of S3 events, under a fresh key prefix."""
+    redis = Redis.from_url(redis_url)
+    for _ in range(100):  # redis-server takes a moment to listen
+        try:
+            await redis.ping()
+            break
+        except RedisConnectionError:
+            await asyncio.sleep(0.05)
+    try:
+        yield SequencerStore(redis, RedisKeys(f"t{uuid.uuid4().hex[:8]}"), ttl_s=60)
+    finally:
+        await redis.aclose()
+
+
+async def _advance_all(store: SequencerStore, sequencers: list[str | None]) -> list[SequencerOutcome]:
+    """What the decode worker decides for each event of one key, in arrival order."""
+    outcomes = []
+    for seq in sequencers:
+        assert seq, "every bridged event carries a sequencer"
+        outcomes.append(await store.advance("media", "clips/beach day.mp4", seq))
+    return outcomes
 
 
 def _events(label: str) -> list[tuple[str, EventNotification]]:
@@ -52,7 +98,10 @@ def test_non_creations_are_skipped(label: str, reason: str) -> None:
     assert all(isinstance(r, Skipped) for r in _bridge(label))
 
 
-def test_a_deleted_file_becomes_object_removed_ordered_after_its_writes() -> None:
+@pytest.mark.integration  # redis-server
+async def test_a_deleted_file_becomes_object_removed_ordered_after_its_writes(
+    sequencers: SequencerStore,
+) -> None:
     [note] = _bridge("delete")
     assert isinstance(note, S3EventNotification), note
     batch = parse_event(note.to_bytes())
@@ -61,7 +110,12 @@ def test_a_deleted_file_becomes_object_removed_ordered_after_its_writes() -> Non
     assert removed.event_name == "ObjectRemoved:Delete" and removed.source == "seaweedfs"
     created = parse_event(_created("put").to_bytes()).objects[0]
     assert removed.bucket == created.bucket
-    assert pad_compare(created.sequencer or "", removed.sequencer or "") < 0
+    # The delete wins over the write; the write arriving late is stale.
+    assert await _advance_all(sequencers, [created.sequencer, removed.sequencer, created.sequencer]) == [
+        SequencerOutcome.NEWER,
+        SequencerOutcome.NEWER,
+        SequencerOutcome.STALE,
+    ]
 
 
 def test_put_becomes_an_s3_notification_with_size_and_md5_etag() -> None:
@@ -72,13 +126,22 @@ def test_put_becomes_an_s3_notification_with_size_and_md5_etag() -> None:
     assert obj.event_name == "ObjectCreated:Put"
 
 
-def test_overwrite_and_reupload_are_new_versions_in_order() -> None:
+@pytest.mark.integration  # redis-server
+async def test_overwrite_and_reupload_are_new_versions_in_order(sequencers: SequencerStore) -> None:
     labels = ("put", "overwrite", "reupload_same_content")
     objs = [parse_event(_created(label).to_bytes()).objects[0] for label in labels]
     assert objs[1].etag == hashlib.md5(b"y" * 2000).hexdigest() and objs[1].size == 2000
     assert len({o.object_id for o in objs}) == 3, "each PUT is a new object version, as on S3"
-    seqs = [o.sequencer or "" for o in objs]
-    assert pad_compare(seqs[0], seqs[1]) < 0 < pad_compare(seqs[2], seqs[1])
+    put, overwrite, reupload = (o.sequencer for o in objs)
+    # In order, each version is newer; redelivered afterwards, the older ones are stale.
+    assert await _advance_all(sequencers, [put, overwrite, reupload, overwrite, put, reupload]) == [
+        SequencerOutcome.NEWER,
+        SequencerOutcome.NEWER,
+        SequencerOutcome.NEWER,
+        SequencerOutcome.STALE,
+        SequencerOutcome.STALE,
+        SequencerOutcome.CURRENT,
+    ]
 
 
 def test_copy_and_multipart_complete_are_creations() -> None:
@@ -108,9 +171,17 @@ def test_garbage_is_a_proto_error(payload: bytes) -> None:
         EventNotification.parse(payload)
 
 
+@pytest.mark.integration  # redis-server
 @pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [("0055AED6DCD90281E5", "55AED6DCD90281E6", -1), ("00A", "A", 0), ("FF", "100", -1), ("b", "A", 1)],
+    ("first", "then", "outcome"),
+    [
+        ("0055AED6DCD90281E5", "55AED6DCD90281E6", SequencerOutcome.NEWER),
+        ("00A", "A", SequencerOutcome.CURRENT),
+        ("FF", "100", SequencerOutcome.NEWER),  # left-padded, as S3 documents: not string order
+        ("b", "A", SequencerOutcome.STALE),  # hex digits in either case
+    ],
 )
-def test_sequencers_compare_left_padded(a: str, b: str, expected: int) -> None:
-    assert pad_compare(a, b) == expected
+async def test_sequencers_compare_left_padded(
+    sequencers: SequencerStore, first: str, then: str, outcome: SequencerOutcome
+) -> None:
+    assert await _advance_all(sequencers, [first, then]) == [SequencerOutcome.NEWER, outcome]

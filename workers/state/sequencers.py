@@ -38,13 +38,6 @@ class SequencerOutcome(StrEnum):
     STALE = "stale"  # older than an accepted event: skip
 
 
-def pad_compare(a: str, b: str) -> int:
-    """-1/0/1 as S3 documents sequencer comparison (left-pad to equal length, compare)."""
-    width = max(len(a), len(b))
-    x, y = a.upper().rjust(width, "0"), b.upper().rjust(width, "0")
-    return (x > y) - (x < y)
-
-
 class SequencerStore:
     def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int) -> None:
         self._keys = keys
