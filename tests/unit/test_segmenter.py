@@ -445,9 +445,48 @@ def test_url_errors_propagate_without_the_signature(http_root: str) -> None:
     assert "secret" not in str(info.value) and "missing.mp4" in str(info.value)
 
 
-def test_segments_stream_before_the_end(media: dict[str, Any]) -> None:
-    """The first segment is handed out before later frames are decoded."""
-    generator = decode_segments(str(media["montage"]), SegmentPolicy())
-    first = next(generator)
-    assert first.reason == "cut" and math.isclose(first.end_s, 2.5)
-    generator.close()  # closes the container; nothing else to assert beyond not hanging
+class _ReadTracker(io.RawIOBase):
+    """A local file that records how far into it the demuxer has read (as from an HttpReader)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        self.furthest = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file.readinto(buffer)
+        self.furthest = max(self.furthest, self._file.tell())
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def test_segments_stream_before_the_end(tmp_path: Path) -> None:
+    """The first of eight equal scenes is handed out having read about a quarter of the file
+    (measured 0.25: the scene, the frames the threaded decoder holds, read-ahead), not all of it."""
+    path = tmp_path / "eight-scenes.mp4"  # index first, so reading the index is not reading the end
+    cuts = mf.make_montage_video(path, mf.photos(8), 2.5, fps=FPS, container_options={"movflags": "faststart"})
+    size = path.stat().st_size
+    with _ReadTracker(path) as source:
+        generator = decode_segments(source, SegmentPolicy(), name=path.name)
+        first = next(generator)
+        read_for_first = source.furthest
+        rest = list(generator)
+        assert source.furthest == size, "the tracker sees every read"
+    assert first.reason == "cut" and math.isclose(first.end_s, cuts[0])
+    assert len(rest) == 7
+    assert read_for_first <= 0.4 * size, f"read {read_for_first} of {size} bytes for the first of 8 scenes"
