@@ -1,0 +1,436 @@
+"""docker/k8s: valid Kubernetes and KEDA objects that mean what the workers do.
+
+Parsed, not applied (no cluster here). Core kinds are checked against kubernetes-validate's
+schemas of Kubernetes 1.33 in strict mode (an unknown field fails, as with kubectl's default
+strict field validation); ScaledObjects against KEDA's CRD schema
+(``data/keda_scaledobject_schema.yaml``). Then the meaning: each stage's ScaledObject watches
+the consumer group and topic its worker really uses (workers/settings.py under the
+ConfigMap), never more replicas than partitions (docker/compose.yaml's kafka-init), probes on
+the metrics port, a grace period that covers the drain, and a dashboard whose every metric is
+one the workers export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from workers.app import StageName
+from workers.runtime.kafka import stage_input_topics
+from workers.runtime.metrics import WorkerMetrics
+from workers.settings import (
+    BridgeSettings,
+    CaptionSettings,
+    CommonSettings,
+    DecodeSettings,
+    EmbedSettings,
+    IndexSettings,
+    SearchSettings,
+)
+
+yaml = pytest.importorskip("yaml")
+jsonschema = pytest.importorskip("jsonschema")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "docker" / "k8s"
+COMPOSE = ROOT / "docker" / "compose.yaml"
+KEDA_SCHEMA = Path(__file__).parent / "data" / "keda_scaledobject_schema.yaml"
+KUBERNETES_VERSION = "1.33"
+CORE_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service"}
+# The workers' consumers start a new group at the earliest offset (workers/runtime/kafka.py);
+# KEDA must count that backlog as lag too.
+OFFSET_RESET = "earliest"
+# Measured peak RSS of one decode worker on the worst input its budgets let through.
+DECODE_PEAK_RSS = 580 * 2**20
+VLLM_METRICS = {"vllm:num_requests_waiting", "vllm:num_requests_running"}
+Manifest = dict[str, Any]
+
+
+def load_manifests(directory: Path = K8S) -> list[Manifest]:
+    """Every object of every ``*.yaml`` in the directory, except the kustomization."""
+    docs: list[Manifest] = []
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def kafka_init_partitions(compose_text: str) -> dict[str, int]:
+    """``create <topic> <partitions>`` lines of compose.yaml's kafka-init: production partitions."""
+    init = yaml.safe_load(compose_text)["services"]["kafka-init"]
+    script = "\n".join(init["command"])
+    return {m[1]: int(m[2]) for m in re.finditer(r"^\s*create (\S+) (\d+)", script, re.MULTILINE)}
+
+
+def of_kind(docs: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def containers(deployment: Manifest) -> list[Manifest]:
+    spec: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
+    return spec
+
+
+def container_env(container: Manifest, config_maps: dict[str, Manifest]) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMaps, then its own ``env``."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def worker_stage(deployment: Manifest) -> str | None:
+    """``<stage>`` of a ``capstream worker <stage>`` Deployment, else None."""
+    (container,) = containers(deployment)
+    argv = [*container.get("command", []), *container.get("args", [])]
+    if argv[:2] == ["capstream", "worker"]:
+        return str(argv[2])
+    return None
+
+
+def stage_inputs(stage: str) -> set[tuple[str, str]]:
+    """(consumer group, topic) pairs a stage consumes, as the worker resolves them from env."""
+    if stage == "decode":
+        d = DecodeSettings()
+        return {(d.decode_group, d.topic_objects)}
+    if stage == "caption":
+        c = CaptionSettings()
+        return {(c.caption_group, c.topic_segments)}
+    if stage == "embed":
+        e = EmbedSettings()
+        return {(e.embed_group, e.topic_captions)}
+    if stage == "index":
+        i = IndexSettings()
+        return {(i.index_group, i.topic_embeddings), (i.index_removals_group, i.topic_removals)}
+    b = BridgeSettings()
+    return {(b.s3_events_group, b.topic_filer_events)}
+
+
+def topic_partitions(topic: str, production: dict[str, int]) -> int:
+    """Production partitions of a topic: kafka-init's, or what a worker creates when missing."""
+    if topic in production:
+        return production[topic]
+    settings = CommonSettings()
+    if topic in stage_input_topics(settings):
+        return settings.topic_partitions
+    raise AssertionError(f"no known partition count for {topic}: add it to kafka-init")
+
+
+def kafka_triggers(scaled_object: Manifest) -> list[dict[str, str]]:
+    return [t["metadata"] for t in scaled_object["spec"]["triggers"] if t["type"] == "kafka"]
+
+
+def settings_env_names() -> set[str]:
+    """Every ``CAPSTREAM_*`` variable some capstream process reads."""
+    classes = (DecodeSettings, CaptionSettings, EmbedSettings, SearchSettings, BridgeSettings)
+    return {f"CAPSTREAM_{name.upper()}" for cls in classes for name in cls.model_fields}
+
+
+# PromQL as the dashboard writes it: strings, label matchers, ranges and groupings removed,
+# an identifier followed by "(" is a function, any other one a metric.
+_PROMQL_NOISE = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+PROMQL_FUNCTIONS = {"sum", "max", "min", "avg", "count", "rate", "increase", "histogram_quantile", "label_values"}
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def promql_names(expr: str) -> tuple[set[str], set[str]]:
+    """(metric names, function names) an expression uses."""
+    text = _GROUPING.sub(" ", _PROMQL_NOISE.sub(" ", expr))
+    metrics: set[str] = set()
+    functions: set[str] = set()
+    for match in _IDENT.finditer(text):
+        word = match.group()
+        if text[match.end() :].lstrip().startswith("("):
+            functions.add(word)
+        elif word not in PROMQL_KEYWORDS:
+            metrics.add(word)
+    return metrics, functions
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[str]:
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield target["expr"]
+
+
+def exported_samples() -> dict[str, str]:
+    """Sample name -> metric family of the worker registry (prometheus-client appends
+    ``_total`` to counters and ``_bucket``/``_sum``/``_count`` to histograms)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {fam.name + s: fam.name for fam in WorkerMetrics().registry.collect() for s in suffixes[fam.type]}
+
+
+def check_dashboard(dashboard: dict[str, Any]) -> None:
+    """Every metric the dashboard queries exists, and every worker metric has a panel."""
+    exported = exported_samples()
+    used: set[str] = set()
+    for expr in dashboard_exprs(dashboard):
+        metrics, functions = promql_names(expr)
+        assert metrics, f"no metric in {expr!r}"
+        assert functions <= PROMQL_FUNCTIONS, f"unknown function {functions - PROMQL_FUNCTIONS} in {expr!r}"
+        unknown = metrics - set(exported) - VLLM_METRICS
+        assert not unknown, f"{sorted(unknown)} in {expr!r} are not exported by WorkerMetrics or vLLM"
+        used |= metrics
+    missing = set(exported.values()) - {exported[m] for m in used if m in exported}
+    assert not missing, f"worker metrics without a panel: {sorted(missing)}"
+    assert VLLM_METRICS <= used
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[Manifest]:
+    return load_manifests()
+
+
+@pytest.fixture(scope="module")
+def config_maps(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return of_kind(manifests, "ConfigMap")
+
+
+@pytest.fixture(scope="module")
+def deployments(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return of_kind(manifests, "Deployment")
+
+
+@pytest.fixture(scope="module")
+def scaled_objects(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return of_kind(manifests, "ScaledObject")
+
+
+@pytest.fixture(scope="module")
+def partitions() -> dict[str, int]:
+    return kafka_init_partitions(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def keda_validator() -> Any:
+    schema = yaml.safe_load(KEDA_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = json.loads((K8S / "grafana-dashboard.json").read_text())
+    return data
+
+
+@pytest.fixture
+def env_of(monkeypatch: pytest.MonkeyPatch, config_maps: dict[str, Manifest]) -> Any:
+    """Puts a container's environment (and only it, of CAPSTREAM_*) into os.environ, so the
+    settings classes resolve what the deployed worker would."""
+
+    def apply(container: Manifest) -> dict[str, str]:
+        for name in settings_env_names():
+            monkeypatch.delenv(name, raising=False)
+        env = container_env(container, config_maps)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return env
+
+    return apply
+
+
+def test_core_kinds_pass_kubernetes_strict_validation(manifests: list[Manifest]) -> None:
+    core = [d for d in manifests if d["kind"] != "ScaledObject"]
+    assert {d["kind"] for d in core} == CORE_KINDS
+    for doc in core:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_scaled_objects_pass_keda_crd_schema(scaled_objects: dict[str, Manifest], keda_validator: Any) -> None:
+    assert scaled_objects
+    for doc in scaled_objects.values():
+        keda_validator.validate(doc)
+
+
+def test_keda_schema_refuses_unknown_fields_and_numbers_as_trigger_metadata(
+    scaled_objects: dict[str, Manifest], keda_validator: Any
+) -> None:
+    so = scaled_objects["capstream-decode"]
+    misspelt = {**so, "spec": {**so["spec"], "maxReplicas": 4}}
+    trigger = so["spec"]["triggers"][0]
+    numeric = {
+        **so,
+        "spec": {**so["spec"], "triggers": [{**trigger, "metadata": {**trigger["metadata"], "lagThreshold": 6}}]},
+    }
+    for broken in (misspelt, numeric):
+        with pytest.raises(jsonschema.ValidationError):
+            keda_validator.validate(broken)
+
+
+def test_every_worker_stage_has_a_deployment(deployments: dict[str, Manifest]) -> None:
+    stages = {worker_stage(d) for d in deployments.values()} - {None}
+    assert stages == set(get_args(StageName))
+
+
+def test_each_stage_scales_on_its_own_group_and_topic(
+    deployments: dict[str, Manifest], scaled_objects: dict[str, Manifest], env_of: Any
+) -> None:
+    targets = {so["spec"]["scaleTargetRef"]["name"]: so for so in scaled_objects.values()}
+    for name, deployment in deployments.items():
+        stage = worker_stage(deployment)
+        if stage is None:
+            continue
+        env = env_of(containers(deployment)[0])
+        if stage == "s3-events":
+            # One bridge, not autoscaled: its topic's partitions are SeaweedFS's choice.
+            assert name not in targets and deployment["spec"]["replicas"] == 1
+            continue
+        triggers = kafka_triggers(targets[name])
+        assert {(t["consumerGroup"], t["topic"]) for t in triggers} == stage_inputs(stage), stage
+        for trigger in triggers:
+            assert trigger["bootstrapServers"] == env["CAPSTREAM_KAFKA_BOOTSTRAP"]
+            assert trigger["offsetResetPolicy"] == OFFSET_RESET
+
+
+def test_max_replicas_within_partitions(scaled_objects: dict[str, Manifest], partitions: dict[str, int]) -> None:
+    assert partitions["media.segments"] > 1, "kafka-init was not parsed"
+    for name, so in scaled_objects.items():
+        spec = so["spec"]
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], name
+        for trigger in kafka_triggers(so):
+            assert spec["maxReplicaCount"] <= topic_partitions(trigger["topic"], partitions), (name, trigger["topic"])
+
+
+def test_lag_thresholds_are_marked_and_fill_index_batches(scaled_objects: dict[str, Manifest]) -> None:
+    for so in scaled_objects.values():
+        for trigger in kafka_triggers(so):
+            assert int(trigger["lagThreshold"]) > 0
+    index_embeddings = next(
+        t for t in kafka_triggers(scaled_objects["capstream-index"]) if t["topic"] == "media.embeddings"
+    )
+    assert int(index_embeddings["lagThreshold"]) >= IndexSettings().index_batch_rows
+    text = (K8S / "autoscaling.yaml").read_text()
+    threshold_lines = [line for line in text.splitlines() if re.match(r"\s*(lagThreshold|threshold):", line)]
+    assert threshold_lines and all("TUNE" in line for line in threshold_lines)
+
+
+def test_worker_probes_hit_the_metrics_port(deployments: dict[str, Manifest], env_of: Any) -> None:
+    for name, deployment in deployments.items():
+        if worker_stage(deployment) is None:
+            continue
+        (container,) = containers(deployment)
+        env_of(container)
+        settings = CommonSettings()
+        assert settings.metrics_port is not None and settings.metrics_host == "0.0.0.0", name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = container[probe]["httpGet"]
+            assert get["path"] == "/metrics", (name, probe)
+            assert ports.get(get["port"], get["port"]) == settings.metrics_port, (name, probe)
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(settings.metrics_port)
+
+
+def test_grace_period_covers_drain_and_commit(deployments: dict[str, Manifest], env_of: Any) -> None:
+    for name, deployment in deployments.items():
+        if worker_stage(deployment) is None:
+            continue
+        env_of(containers(deployment)[0])
+        settings = CommonSettings()
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= settings.drain_timeout_s + settings.commit_timeout_s, name
+
+
+def test_env_names_are_capstream_settings(deployments: dict[str, Manifest], config_maps: dict[str, Manifest]) -> None:
+    known = settings_env_names()
+    for deployment in deployments.values():
+        for container in containers(deployment):
+            names = {n for n in container_env(container, config_maps) if n.startswith("CAPSTREAM_")}
+            assert names <= known, sorted(names - known)
+
+
+def test_every_container_has_resources(deployments: dict[str, Manifest]) -> None:
+    for name, deployment in deployments.items():
+        for container in containers(deployment):
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), name
+            assert "memory" in resources["limits"], name
+    decode_limit = containers(deployments["capstream-decode"])[0]["resources"]["limits"]["memory"]
+    assert decode_limit.endswith("Mi") and int(decode_limit[:-2]) * 2**20 >= 2 * DECODE_PEAK_RSS
+
+
+def test_vllm_servers_serve_the_workers_models(
+    manifests: list[Manifest],
+    deployments: dict[str, Manifest],
+    scaled_objects: dict[str, Manifest],
+    env_of: Any,
+) -> None:
+    services = of_kind(manifests, "Service")
+    env_of(containers(deployments["capstream-caption"])[0])
+    caption, embed = CaptionSettings().serving, EmbedSettings().serving
+    for serving in (caption, embed):
+        assert serving.backend == "openai"
+        url = re.fullmatch(r"http://([^:/]+):(\d+)/v1", serving.openai_url)
+        assert url, serving.openai_url
+        host, port = url.groups()
+        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+        (server,) = containers(deployments[host])
+        assert server["args"][0] == serving.model
+        assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+        queries = [
+            t["metadata"]["query"] for t in scaled_objects[host]["spec"]["triggers"] if t["type"] == "prometheus"
+        ]
+        assert any("vllm:num_requests_waiting" in q for q in queries)
+        assert all(f'model_name="{serving.served_name}"' in q for q in queries)
+
+
+def test_search_service_serves_capstream_serve(
+    manifests: list[Manifest], deployments: dict[str, Manifest], env_of: Any
+) -> None:
+    (container,) = containers(deployments["capstream-search"])
+    assert container["command"] + container["args"] == ["capstream", "serve"]
+    env_of(container)
+    settings = SearchSettings()
+    assert settings.serve_host == "0.0.0.0"
+    (port,) = container["ports"]
+    assert port["containerPort"] == settings.serve_port
+    (service_port,) = of_kind(manifests, "Service")["capstream-search"]["spec"]["ports"]
+    assert service_port["port"] == settings.serve_port and service_port["targetPort"] == port["name"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    text = (K8S / "kustomization.yaml").read_text()
+    optional = set(re.findall(r"^\s*#\s*-\s*(\S+\.yaml)\s*$", text, re.MULTILINE))
+    listed = set(kustomization["resources"]) | optional
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    generated = [f for gen in kustomization["configMapGenerator"] for f in gen["files"]]
+    assert all((K8S / f).is_file() for f in generated)
+
+
+def test_dashboard_queries_only_exported_metrics(dashboard: dict[str, Any]) -> None:
+    check_dashboard(dashboard)
+
+
+def test_dashboard_check_catches_a_metric_that_does_not_exist(dashboard: dict[str, Any]) -> None:
+    broken = {
+        **dashboard,
+        "panels": [*dashboard["panels"], {"targets": [{"expr": "rate(capstream_frames_total[5m])"}]}],
+    }
+    with pytest.raises(AssertionError, match="capstream_frames_total"):
+        check_dashboard(broken)
+
+
+def test_vllm_metric_names_exist_in_vllm() -> None:
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or spec.origin is None:
+        pytest.skip("vllm is not installed")
+    loggers = (Path(spec.origin).parent / "v1" / "metrics" / "loggers.py").read_text()
+    for name in VLLM_METRICS:
+        assert f'name="{name}"' in loggers, name
