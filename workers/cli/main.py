@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--model", help="only embeddings of this embedding model (e.g. after a model change)")
     ri.add_argument("--json", action="store_true")
 
+    rc = sub.add_parser(
+        "reconcile", help="rebuild Redis (claims, done markers, progress, results) from the topics after a data loss"
+    )
+    rc.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="run the whole pipeline offline on sample media")
     demo.add_argument("paths", nargs="*", type=Path)
     demo.add_argument("--json", action="store_true")
@@ -172,6 +177,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.reindex import cmd_reindex
 
         return asyncio.run(cmd_reindex(args.from_scratch, args.model, args.json))
+    if cmd == "reconcile":
+        from workers.cli.reconcile import cmd_reconcile
+
+        return asyncio.run(cmd_reconcile(args.json))
     if cmd == "results":
         from workers.cli.inspect import cmd_results
 

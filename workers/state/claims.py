@@ -24,6 +24,10 @@ return 'duplicate'
 """
 
 
+# The owner of a claim rebuilt from the topics: never a Kafka record's topic/partition/offset.
+_RESTORED = "reconciled"
+
+
 class ClaimOutcome(StrEnum):
     ACQUIRED = "acquired"
     RECLAIMED = "reclaimed"  # same record redelivered: finish what a crash interrupted
@@ -40,6 +44,12 @@ class ClaimStore:
     async def claim(self, object_id: str, owner: str) -> ClaimOutcome:
         result = await self._script(keys=[self._keys.claim(object_id)], args=[owner, self._ttl_s])
         return ClaimOutcome(result.decode() if isinstance(result, bytes) else result)
+
+    async def restore(self, object_id: str) -> bool:
+        """After Redis lost its data: claim an object whose run finished (``capstream
+        reconcile``), so a duplicate event is skipped; False if a claim exists. No record owns
+        it, so even the original record, redelivered, is skipped: its work is on the topics."""
+        return bool(await self._redis.set(self._keys.claim(object_id), _RESTORED, nx=True, ex=self._ttl_s))
 
     async def release(self, object_id: str) -> bool:
         """Forget the claim so the object version can run again (dead-letter replay)."""

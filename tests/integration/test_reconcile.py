@@ -1,0 +1,188 @@
+"""`capstream reconcile` rebuilds Redis from the topics after Redis lost its data.
+
+The topics hold four objects in different states; Redis holds nothing (a fresh key prefix is a
+wiped Redis to every worker). Reconciling must bring back exactly what the topics say: the
+finished object `done` with its result rows, the object in flight at its real counters (so its
+finished segments are skipped and it still reaches `done`), the dead-lettered one `failed`, the
+half-decoded one without a claim (its redelivered event must decode it again), and reconciling
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from PIL import Image
+from redis.asyncio import Redis
+
+from schemas.base import Message
+from schemas.captions import Caption
+from schemas.dead_letter import DeadLetter
+from schemas.embeddings import Embedding
+from schemas.ids import embedding_id, segment_id
+from schemas.progress import ObjectState
+from schemas.segments import Frame, SegmentBatch
+from workers.localstack import StackEndpoints
+from workers.runtime.kafka import dlq_topic, ensure_topics
+from workers.settings import DecodeSettings
+from workers.state import ClaimOutcome, ClaimStore, ProgressStore, RedisKeys, ResultStore, SequencerOutcome
+from workers.state.sequencers import SequencerStore
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _segment(object_id: str, index: int, reason: str, key: str) -> SegmentBatch:
+    return SegmentBatch(
+        object_id=object_id,
+        segment_id=segment_id(object_id, index),
+        segment_index=index,
+        source_uri=f"s3://media/{key}",
+        media_kind="video",
+        start_s=index * 2.0,
+        end_s=index * 2.0 + 2.0,
+        reason=reason,  # type: ignore[arg-type]
+        frames=[Frame(index=0, pts_s=index * 2.0, width=16, height=16, jpeg=_jpeg())],
+        bucket="media",
+        key=key,
+        version="s:" + "0" * 28 + "00AB",
+    )
+
+
+def _caption(seg: SegmentBatch) -> Caption:
+    return Caption(**seg.segment_ref(), frame_pts=[seg.start_s], text="a cat", model="m", backend="vllm", latency_s=0.1)
+
+
+def _embedding(seg: SegmentBatch) -> Embedding:
+    return Embedding(
+        **seg.segment_ref(),
+        embedding_id=embedding_id(seg.segment_id, "e"),
+        caption="a cat",
+        caption_model="m",
+        model="e",
+        dim=2,
+        vector=[0.6, 0.8],
+    )
+
+
+def _letter(stage: str, object_id: str, reason: str, segment: str | None = None) -> DeadLetter:
+    return DeadLetter(
+        stage=stage,
+        reason=reason,
+        kind="permanent",
+        error_class="MediaError",
+        message=f"{reason} happened",
+        attempts=1,
+        source_topic="t",
+        partition=0,
+        offset=0,
+        payload=b"{}",
+        object_id=object_id,
+        segment_id=segment,
+    )
+
+
+def _reconcile(env: dict[str, str]) -> dict[str, int]:
+    run = subprocess.run(
+        [sys.executable, "-m", "workers.cli.main", "reconcile", "--json"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    counts: dict[str, int] = json.loads(run.stdout)
+    return counts
+
+
+async def test_reconcile_rebuilds_redis_from_the_topics(stack_env: StackEndpoints, unique: str) -> None:
+    topics = {
+        "CAPSTREAM_TOPIC_OBJECTS": f"objects-{unique}",
+        "CAPSTREAM_TOPIC_SEGMENTS": f"segments-{unique}",
+        "CAPSTREAM_TOPIC_CAPTIONS": f"captions-{unique}",
+        "CAPSTREAM_TOPIC_EMBEDDINGS": f"embeddings-{unique}",
+    }
+    os.environ.update(topics)  # stack_env's monkeypatch restores the environment afterwards
+    settings = DecodeSettings()
+    await ensure_topics(settings)
+    done, in_flight, dead, partial = (str(uuid.uuid4()) for _ in range(4))
+    done_segs = [_segment(done, 0, "cut", "done.mp4"), _segment(done, 1, "end", "done.mp4")]
+    flight_segs = [_segment(in_flight, 0, "cut", "flight.mp4"), _segment(in_flight, 1, "end", "flight.mp4")]
+    partial_seg = _segment(partial, 0, "cut", "partial.mp4")
+    records: list[tuple[str, Message]] = [
+        *((settings.topic_segments, s) for s in [*done_segs, *flight_segs, partial_seg]),
+        *((settings.topic_captions, _caption(s)) for s in [*done_segs, flight_segs[0]]),
+        *((settings.topic_embeddings, _embedding(s)) for s in done_segs),
+        (dlq_topic(settings.topic_objects), _letter("decode", dead, "corrupt_media")),
+        # A caption dead letter for a segment another copy finished does not fail the object.
+        (dlq_topic(settings.topic_segments), _letter("caption", in_flight, "timeout", flight_segs[0].segment_id)),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, message in records:
+            object_id = getattr(message, "object_id", None) or "x"
+            await producer.send_and_wait(topic, message.to_bytes(), key=object_id.encode())
+    finally:
+        await producer.stop()
+
+    env = {**os.environ, **topics}
+    counts = await asyncio.to_thread(_reconcile, env)
+    assert counts["segments"] == 5 and counts["captions"] == 3 and counts["embeddings"] == 2
+    assert counts["totals"] == 2 and counts["failed"] == 1 and counts["claims"] == 3
+
+    redis = Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.key_prefix)
+    progress = ProgressStore(redis, keys)
+    try:
+        p_done = await progress.get(done)
+        assert p_done is not None and p_done.state is ObjectState.DONE
+        assert (p_done.segments_total, p_done.decoded, p_done.captioned, p_done.embedded) == (2, 2, 2, 2)
+        assert [e.segment_index for e in await ResultStore(redis, keys).get(done)] == [0, 1]
+
+        p_flight = await progress.get(in_flight)
+        assert p_flight is not None and p_flight.state is ObjectState.DECODED
+        assert (p_flight.segments_total, p_flight.captioned, p_flight.embedded) == (2, 1, 0)
+        # A redelivered segment that was captioned is skipped; the other one is not.
+        assert await progress.is_marked("captioned", flight_segs[0].segment_id)
+        assert not await progress.is_marked("captioned", flight_segs[1].segment_id)
+
+        p_dead = await progress.get(dead)
+        assert p_dead is not None and p_dead.state is ObjectState.FAILED
+        assert p_dead.error is not None and "corrupt_media" in p_dead.error
+
+        p_partial = await progress.get(partial)
+        assert p_partial is not None and p_partial.state is ObjectState.DECODING
+
+        claims = ClaimStore(redis, keys, ttl_s=60)
+        for object_id in (done, in_flight, dead):  # finished runs: a duplicate event is skipped
+            assert await claims.claim(object_id, "objects/0/99") is ClaimOutcome.DUPLICATE
+        # The half-decoded object's event, redelivered, decodes it again.
+        assert await claims.claim(partial, "objects/0/7") is ClaimOutcome.ACQUIRED
+        # An older event for a key whose newer version was decoded is stale.
+        sequencers = SequencerStore(redis, keys, ttl_s=60)
+        assert await sequencers.advance("media", "done.mp4", "00AA") is SequencerOutcome.STALE
+
+        assert (await asyncio.to_thread(_reconcile, env))["newly_marked"] == 0
+        p_flight_again = await progress.get(in_flight)
+        assert p_flight_again is not None and (p_flight_again.captioned, p_flight_again.decoded) == (1, 2)
+
+        # The in-flight object still finishes: its embed worker marks the two segments.
+        for seg in flight_segs:
+            assert await progress.mark("embedded", in_flight, seg.segment_id)
+        p_finished = await progress.get(in_flight)
+        assert p_finished is not None and p_finished.state is ObjectState.DONE
+    finally:
+        await redis.aclose()
