@@ -92,6 +92,12 @@ class WorkerProc:
         if self.proc is not None and self.proc.poll() is not None:
             raise WorkerError(f"worker {self.name} exited with {self.proc.returncode}; see {self.log_path}")
 
+    def check_serving(self) -> None:
+        """A worker states its metrics port before it builds its stages: a started stage
+        without that line means it will never be scraped."""
+        if self.metrics_url is None and self.events["stage_started"]:
+            raise WorkerError(f"worker {self.name} started without serving /metrics; see {self.log_path}")
+
     def stop(self, timeout_s: float = 60.0) -> None:
         if self.proc is not None:
             stop_worker(self.proc, timeout_s)
@@ -114,6 +120,7 @@ def wait_ready(workers: list[WorkerProc], timeout_s: float, partitions: int) -> 
         for w in workers:
             w.read_log()
             w.check_alive()
+            w.check_serving()
         waiting = [
             w.name
             for w in workers
