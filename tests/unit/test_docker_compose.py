@@ -1,246 +1,291 @@
-"""docker/compose.yaml wires the production stack as designed (parsed, not run: no Docker engine here)."""
+"""docker/compose.yaml is valid Compose and means what the pipeline needs (no Docker engine here).
+
+Validity: the Compose Specification's JSON schema (the copy check-jsonschema ships, Apache-2.0)
+and ``podman-compose config`` (podman-compose parses, merges and interpolates the file the way
+it would run it; it needs Debian's ``podman``, which ``make system-deps`` installs).
+Meaning: the checks in ``tests/compose_checks.py``, each run on the real file and on a copy
+with a fault planted, so every check is seen to fail when its fault is there.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
+import socket
 import subprocess
+import sys
+from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
-yaml = pytest.importorskip("yaml")
+from tests import compose_checks as cc
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKER = ROOT / "docker"
-COMPOSE = DOCKER / "compose.yaml"
-TOPICS = ["media.objects", "media.segments", "media.captions", "media.embeddings"]
-WORKERS = ["decode-worker", "caption-worker", "embed-worker"]
+DOCKER = cc.ROOT / "docker"
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(data, dict)
-    return data
+def compose() -> cc.Compose:
+    return cc.load(cc.COMPOSE)
 
 
 @pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, Any]:
-    svcs = compose["services"]
-    assert isinstance(svcs, dict)
-    return svcs
+def loops(compose: cc.Compose) -> dict[str, list[cc.StageLoopView]]:
+    return cc.worker_loops(compose)
 
 
-def _env(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment", {})
-    if isinstance(env, list):  # KEY=VALUE form
-        env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+def plant(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
+    """A copy of compose.yaml (beside a docker/ folder, so relative paths resolve alike)
+    with ``old`` replaced by ``new`` ``count`` times."""
+    text = cc.COMPOSE.read_text()
+    assert text.count(old) >= count, f"fault site {old!r} not in compose.yaml"
+    path = tmp_path / "docker" / "compose.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace(old, new, count))
+    return path
 
 
-def _command_text(service: dict[str, Any]) -> str:
-    cmd = service.get("command", "")
-    return cmd if isinstance(cmd, str) else "\n".join(str(c) for c in cmd)
+# -- validity -------------------------------------------------------------------------------
+def compose_schema() -> dict[str, Any]:
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    assert "Apache License" in (vendor / "licenses" / "LICENSE.compose-spec").read_text()
+    schema: dict[str, Any] = json.loads((vendor / "compose-spec.json").read_text())
+    return schema
 
 
-def _flag(args: list[str], name: str) -> str:
-    """Value of ``--name VALUE`` or ``--name=VALUE`` in an argv list."""
-    for i, arg in enumerate(args):
-        if arg == name:
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    raise AssertionError(f"{name} not in {args}")
+def schema_errors(path: Path) -> list[str]:
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    document = yaml.safe_load(path.read_text())
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
 
 
-def _depends(service: dict[str, Any]) -> dict[str, str]:
-    deps = service.get("depends_on", {})
-    assert isinstance(deps, dict), "depends_on must use the long form with conditions"
-    return {name: spec["condition"] for name, spec in deps.items()}
+def test_compose_matches_the_compose_specification_schema() -> None:
+    assert compose_schema()["title"] == "Compose Specification"
+    assert schema_errors(cc.COMPOSE) == []
 
 
-def test_expected_services(services: dict[str, Any]) -> None:
-    expected = {
-        "kafka",
-        "kafka-init",
-        "redis",
-        "minio",
-        "minio-init",
-        "vllm-caption",
-        "vllm-embed",
-        *WORKERS,
-    }
-    assert expected <= set(services)
+def test_schema_rejects_a_bad_depends_on_condition(tmp_path: Path) -> None:
+    bad = plant(tmp_path, "condition: service_healthy", "condition: service_ready")
+    errors = schema_errors(bad)
+    assert errors and any("depends_on" in e for e in errors), errors
 
 
-def test_kafka_is_apache_kraft_single_node(services: dict[str, Any]) -> None:
-    kafka = services["kafka"]
-    assert kafka["image"] == "apache/kafka:3.9.0"
-    env = _env(kafka)
-    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
-    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
-    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert "ZOOKEEPER" not in " ".join(env).upper()
-    assert "healthcheck" in kafka
+def test_podman_compose_config_accepts_compose() -> None:
+    proc = cc.podman_compose_config(cc.COMPOSE)
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load(proc.stdout)
+    assert config["name"] == "capstream"
+    # Interpolated with the defaults, as it would run.
+    caption_server = cc.argv(config["services"]["vllm-caption"]["command"])
+    assert cc.flag(caption_server, "--gpu-memory-utilization") == "0.90"
+    assert cc.env_of(config["services"]["decode-worker"])["AWS_ACCESS_KEY_ID"] == "capstream"
 
 
-def test_init_container_creates_topics_and_dlqs(services: dict[str, Any]) -> None:
-    init = services["kafka-init"]
-    assert init["image"] == services["kafka"]["image"]
-    assert _depends(init) == {"kafka": "service_healthy"}
-    assert init.get("restart") in ("no", None)
-    script = _command_text(init)
-    created = set(re.findall(r"^\s*create\s+(\S+)", script, flags=re.MULTILINE))
-    assert created == {*TOPICS, *(f"{t}.dlq" for t in TOPICS)}
-    assert "--if-not-exists" in script  # safe to re-run on every `up`
+def test_checks_read_the_file_as_podman_compose_does(compose: cc.Compose) -> None:
+    """The checks read the file in-process (``cc.load``); podman-compose resolves it the same
+    way, build sections aside (it makes paths absolute)."""
+
+    def comparable(doc: cc.Compose) -> dict[str, Any]:
+        return {name: {k: v for k, v in svc.items() if k != "build"} for name, svc in doc["services"].items()}
+
+    assert comparable(compose) == comparable(cc.resolved(cc.COMPOSE))
 
 
-def test_redis(services: dict[str, Any]) -> None:
-    redis = services["redis"]
-    assert str(redis["image"]).startswith("redis:7")
-    assert "redis-cli" in json.dumps(redis["healthcheck"]["test"])
+def test_podman_compose_config_rejects_a_bad_depends_on_condition(tmp_path: Path) -> None:
+    bad = plant(tmp_path, "condition: service_completed_successfully", "condition: service_finished")
+    proc = cc.podman_compose_config(bad)
+    assert proc.returncode != 0
+    assert "not a valid condition" in proc.stderr
 
 
-def test_minio_publishes_object_events_to_kafka(services: dict[str, Any]) -> None:
-    minio = services["minio"]
-    env = _env(minio)
-    assert env["MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY"] == "on"
-    assert env["MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY"] == "kafka:9092"
-    assert env["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "media.objects"
-    assert _depends(minio)["kafka-init"] == "service_completed_successfully"
-    assert "healthcheck" in minio
+# -- meaning --------------------------------------------------------------------------------
+Check = Callable[[cc.Compose, dict[str, list[cc.StageLoopView]]], list[str]]
+CHECKS: dict[str, Check] = {
+    "topics": cc.check_topics_exist,
+    "replicas": lambda c, lp: cc.check_partitions_cover_replicas(c, lp, cc.scaled_objects()),
+    "dependencies": lambda c, lp: cc.check_dependencies(c),
+    "endpoints": lambda c, lp: cc.check_endpoints(c),
+    "redis": lambda c, lp: cc.check_redis_persistence(c),
+    "limits": lambda c, lp: cc.check_limits(c),
+    "healthchecks": lambda c, lp: cc.check_worker_healthchecks(c),
+    "index": lambda c, lp: cc.check_shared_index(c),
+}
 
-    init = services["minio-init"]
-    assert "mc" in str(init["image"])
-    assert _depends(init) == {"minio": "service_healthy"}
-    script = _command_text(init)
-    assert re.search(r"mc mb\b.*\blocal/media\b", script)
-    assert re.search(r"mc event add\b.*local/media arn:minio:sqs::PRIMARY:kafka --event put", script)
-
-
-def test_vllm_servers(services: dict[str, Any]) -> None:
-    caption = services["vllm-caption"]
-    assert str(caption["image"]).startswith("vllm/vllm-openai:")
-    args = [str(a) for a in caption["command"]]
-    assert args[0] == "Qwen/Qwen3-VL-4B-Instruct"
-    assert _flag(args, "--max-model-len") == "32768"
-    assert json.loads(_flag(args, "--limit-mm-per-prompt")) == {"image": 8, "video": 0}
-    assert _flag(args, "--mm-processor-cache-gb") == "0"
-
-    embed = services["vllm-embed"]
-    args = [str(a) for a in embed["command"]]
-    assert args[0] == "Qwen/Qwen3-Embedding-8B"
-    assert _flag(args, "--runner") == "pooling"
-
-    for server in (caption, embed):
-        assert server["entrypoint"] == ["vllm", "serve"]
-        assert _flag([str(a) for a in server["command"]], "--port") == "8000"
-        devices = server["deploy"]["resources"]["reservations"]["devices"]
-        assert any("gpu" in d["capabilities"] and d["driver"] == "nvidia" for d in devices)
-        assert "/health" in json.dumps(server["healthcheck"]["test"])
-
-
-def test_workers_wiring(services: dict[str, Any]) -> None:
-    common = {
-        "CAPSTREAM_KAFKA_BOOTSTRAP": "kafka:9092",
-        "CAPSTREAM_REDIS_URL": "redis://redis:6379/0",
-        "CAPSTREAM_S3_ENDPOINT_URL": "http://minio:9000",
-        "CAPSTREAM_S3_BUCKET": "media",
-    }
-    minio_env = _env(services["minio"])
-    for name in WORKERS:
-        env = _env(services[name])
-        for key, value in common.items():
-            assert env[key] == value, (name, key)
-        # workers use MinIO's credentials
-        assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]
-        assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
-        assert env["AWS_DEFAULT_REGION"] == "us-east-1"
-        deps = _depends(services[name])
-        assert deps["kafka-init"] == "service_completed_successfully"
-        assert deps["redis"] == "service_healthy"
-
-    decode = services["decode-worker"]
-    assert decode["build"]["dockerfile"] == "docker/Dockerfile.decode"
-    assert decode["command"] == ["worker", "decode"]
-    assert _depends(decode)["minio-init"] == "service_completed_successfully"
-
-    caption = services["caption-worker"]
-    env = _env(caption)
-    assert caption["build"]["dockerfile"] == "docker/Dockerfile.gpu"
-    assert caption["command"] == ["worker", "caption"]
-    assert env["CAPSTREAM_CAPTION_BACKEND"] == "openai"
-    assert env["CAPSTREAM_CAPTION_OPENAI_URL"] == "http://vllm-caption:8000/v1"
-    assert env["CAPSTREAM_CAPTION_MODEL"] == services["vllm-caption"]["command"][0]
-    assert _depends(caption)["vllm-caption"] == "service_healthy"
-
-    embed = services["embed-worker"]
-    env = _env(embed)
-    assert embed["build"]["dockerfile"] == "docker/Dockerfile.gpu"
-    assert embed["command"] == ["worker", "embed"]
-    assert env["CAPSTREAM_EMBED_BACKEND"] == "openai"
-    assert env["CAPSTREAM_EMBED_OPENAI_URL"] == "http://vllm-embed:8000/v1"
-    assert env["CAPSTREAM_EMBED_MODEL"] == services["vllm-embed"]["command"][0]
-    assert _depends(embed)["vllm-embed"] == "service_healthy"
+# (check, text in compose.yaml, its faulty replacement, what the problem must mention)
+FAULTS = [
+    ("topics", "        create media.removals 4\n", "", "media.removals"),
+    ("topics", "create media.captions.dlq 1", "create media.captions-dlq 1", "media.captions.dlq"),
+    ("replicas", "create media.objects 4", "create media.objects 2", "2 partitions of media.objects"),
+    ("dependencies", "condition: service_completed_successfully", "condition: service_healthy", "one-shot kafka-init"),
+    (
+        "dependencies",
+        '    healthcheck:\n      test: ["CMD", "redis-cli", "ping"]',
+        "    labels:\n      test: x",
+        "redis has no health check",
+    ),
+    (
+        "endpoints",
+        "http://vllm-caption:8000/v1",
+        "http://vllm-caption:8001/v1",
+        "vllm serve of Qwen/Qwen3-VL-4B-Instruct",
+    ),
+    (
+        "endpoints",
+        "CAPSTREAM_EMBED_MODEL: Qwen/Qwen3-Embedding-8B",
+        "CAPSTREAM_EMBED_MODEL: Qwen/Qwen3-Embedding-0.6B",
+        "Qwen3-Embedding-0.6B",
+    ),
+    (
+        "endpoints",
+        "CAPSTREAM_REDIS_URL: redis://redis:6379/0",
+        "CAPSTREAM_REDIS_URL: redis://cache:6379/0",
+        "redis://cache",
+    ),
+    ("redis", '"--appendonly", "yes"', '"--appendonly", "no"', "appendonly=no"),
+    ("limits", "memory: 1536M", "memory: 1G", "decode-worker: memory 1G"),
+    ("limits", 'CAPSTREAM_DECODE_THREADS: "2"', 'CAPSTREAM_DECODE_THREADS: "0"', "CAPSTREAM_DECODE_THREADS=0"),
+    (
+        "limits",
+        '          cpus: "1"\n          memory: 512M\n',
+        "          pids: 100\n",
+        "embed-worker has no CPU and memory limits",
+    ),
+    ("healthchecks", "127.0.0.1:9100/metrics", "127.0.0.1:9101/metrics", "is not http://127.0.0.1:9100/metrics"),
+    ("healthchecks", "CAPSTREAM_METRICS_HOST: 0.0.0.0", "CAPSTREAM_METRICS_HOST: 127.0.0.1", "unreachable"),
+    (
+        "index",
+        "index-data:/var/lib/capstream/index:ro",
+        "index-data:/var/lib/capstream/index",
+        "mounts the index writable",
+    ),
+    (
+        "index",
+        "      - index-data:/var/lib/capstream/index\n",
+        "      - other-data:/var/lib/capstream/index\n",
+        "different volumes",
+    ),
+]
 
 
-def test_every_dependency_exists_and_build_contexts_resolve(services: dict[str, Any]) -> None:
-    for name, service in services.items():
-        for dep in _depends(service) if "depends_on" in service else {}:
-            assert dep in services, (name, dep)
-        build = service.get("build")
-        if build:
-            context = (COMPOSE.parent / build["context"]).resolve()
-            assert context == ROOT
-            assert (context / build["dockerfile"]).is_file()
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_compose_passes_check(check: str, compose: cc.Compose, loops: dict[str, list[cc.StageLoopView]]) -> None:
+    assert CHECKS[check](compose, loops) == []
+
+
+@pytest.mark.parametrize(("check", "old", "new", "mention"), FAULTS, ids=[f"{f[0]}-{f[3][:30]}" for f in FAULTS])
+def test_check_catches_planted_fault(check: str, old: str, new: str, mention: str, tmp_path: Path) -> None:
+    path = plant(tmp_path, old, new)
+    if "other-data" in new:  # a volume of its own must be declared, or the file is invalid
+        path.write_text(path.read_text() + "  other-data:\n")
+    faulty = cc.load(path)
+    problems = CHECKS[check](faulty, cc.worker_loops(faulty))
+    assert any(mention in p for p in problems), problems
+
+
+def test_workers_consume_what_kafka_init_creates_and_minio_publishes(
+    compose: cc.Compose, loops: dict[str, list[cc.StageLoopView]]
+) -> None:
+    stages = {v.stage for views in loops.values() for v in views}
+    assert {"decode", "caption", "embed", "index"} <= stages
+    decode_input = next(v.input_topic for v in loops["decode-worker"])
+    minio = cc.env_of(compose["services"]["minio"])
+    assert minio["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == decode_input
+    assert (
+        minio["MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY"]
+        == cc.env_of(compose["services"]["decode-worker"])["CAPSTREAM_KAFKA_BOOTSTRAP"]
+    )
+    # Decode turns deletions into removals for the index: MinIO must send them.
+    rule = re.search(r"mc event add .* --event (\S+)", "\n".join(cc.argv(compose["services"]["minio-init"]["command"])))
+    assert rule is not None and {"put", "delete"} <= set(rule.group(1).split(","))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_worker_healthcheck_command_reads_a_real_metrics_endpoint(compose: cc.Compose) -> None:
+    """The health check's own command, against a worker's real /metrics server: healthy while
+    it answers, unhealthy where nothing listens (the port is moved to a free one: the check's
+    port itself is checked against CAPSTREAM_METRICS_PORT above)."""
+    from workers.runtime.metrics import WorkerMetrics
+
+    service = compose["services"]["decode-worker"]
+    test = cc.argv(service["healthcheck"]["test"])
+    assert test[0] == "CMD" and test[1] == "python3"
+    url = cc.healthcheck_url(service)
+    assert url is not None
+
+    def run_check(port: int) -> int:
+        args = [sys.executable, *(a.replace(url, re.sub(r":\d+/", f":{port}/", url)) for a in test[2:])]
+        return subprocess.run(args, capture_output=True, timeout=30).returncode
+
+    port = WorkerMetrics().serve(0, "127.0.0.1")
+    assert run_check(port) == 0
+    assert run_check(_free_port()) != 0
+
+
+# -- the vllm serve commands are valid for the pinned vLLM ------------------------------------
+def parse_vllm_serve(args: list[str]) -> Any:
+    """``vllm serve ARGS`` parsed by the installed vLLM's own parser (the release
+    tests/unit/test_engine_version.py holds everything to)."""
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(prog="vllm")
+    serve = ServeSubcommand()
+    serve.subparser_init(parser.add_subparsers(dest="subparser"))
+    parsed = parser.parse_args(["serve", *args])
+    serve.validate(parsed)
+    return parsed
+
+
+def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> None:
+    from workers.settings import CaptionSettings
+
+    servers = {name: svc for name, svc in compose["services"].items() if cc.runs_vllm_serve(svc)}
+    assert set(servers) == {"vllm-caption", "vllm-embed"}
+    parsed = {name: parse_vllm_serve(cc.argv(svc["command"])) for name, svc in servers.items()}
+    with cc.service_environment(compose["services"]["caption-worker"]):
+        caption = CaptionSettings()
+    # The server accepts every frame and the context a caption worker sends.
+    assert parsed["vllm-caption"].limit_mm_per_prompt["image"] >= caption.caption_max_images
+    assert parsed["vllm-caption"].max_model_len >= caption.caption_max_model_len
+    assert parsed["vllm-embed"].runner == "pooling"
+    with pytest.raises(SystemExit):  # the parser does reject what this vLLM does not know
+        parse_vllm_serve([*cc.argv(servers["vllm-caption"]["command"]), "--limit-frames-per-prompt", "8"])
+
+
+# -- images ---------------------------------------------------------------------------------
+def test_build_contexts_resolve(compose: cc.Compose) -> None:
+    built = {name: svc["build"] for name, svc in compose["services"].items() if "build" in svc}
+    assert built
+    for name, build in built.items():
+        context = cc.COMPOSE.parent / build["context"]
+        assert context.resolve() == cc.ROOT, name
+        assert (context / build["dockerfile"]).is_file(), name
 
 
 def test_dockerfiles() -> None:
     decode = (DOCKER / "Dockerfile.decode").read_text()
     assert re.search(r"^FROM python:3\.11-slim", decode, flags=re.MULTILINE)
-    assert "pip install ." in decode
-    assert 'ENTRYPOINT ["capstream"]' in decode and 'CMD ["worker", "decode"]' in decode
     assert not re.search(r"^RUN .*apt-get", decode, flags=re.MULTILINE)  # PyAV wheels bundle FFmpeg
+    assert "USER capstream" in decode
+    # The index volume's mount point belongs to the unprivileged user (named volumes copy it).
+    assert re.search(r"chown capstream /var/lib/capstream/index", decode)
 
     gpu = (DOCKER / "Dockerfile.gpu").read_text()
-    assert re.search(r"^ARG VLLM_IMAGE=vllm/vllm-openai:v\d", gpu, flags=re.MULTILINE)
     assert "FROM ${VLLM_IMAGE}" in gpu
     assert "pip install -c /tmp/vllm-constraints.txt ." in gpu  # never re-resolves vllm/torch
     assert not re.search(r"pip install[^\n]*\.\[", gpu)  # no extras: [gpu] would re-resolve vllm
-    assert 'ENTRYPOINT ["capstream"]' in gpu and 'CMD ["worker", "caption"]' in gpu
+    assert "python3 -m workers.engine_version check" in gpu  # another vLLM fails the build
     for name in ("Dockerfile.decode", "Dockerfile.gpu"):
+        assert 'ENTRYPOINT ["capstream"]' in (DOCKER / name).read_text()
         ignore = (DOCKER / f"{name}.dockerignore").read_text().split()
         assert ignore[0] != "!" and "*" in ignore and "!workers/" in ignore
-
-
-def _docker_compose_available() -> str | None:
-    """None if `docker compose` works, else why not."""
-    if shutil.which("docker") is None:
-        return "no docker CLI on PATH"
-    try:
-        proc = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`docker compose version` failed: {exc}"
-    if proc.returncode != 0:
-        first_line = ((proc.stderr or proc.stdout).strip().splitlines() or [""])[0]
-        return f"`docker compose version` exited {proc.returncode}: {first_line[:200]}"
-    return None
-
-
-def test_docker_compose_config_validates() -> None:
-    reason = _docker_compose_available()
-    if reason is not None:
-        pytest.skip(f"docker compose plugin unavailable ({reason})")
-    proc = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
