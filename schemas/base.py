@@ -44,6 +44,9 @@ class SegmentRef(Message):
     source_uri: str
     start_s: float = Field(ge=0, description="seconds from the start of the media")
     end_s: float = Field(ge=0, description="seconds from the start of the media; >= start_s")
+    page_number: int | None = Field(
+        default=None, ge=1, description="1-based page of a document (PDF, multi-page TIFF); None for video and images"
+    )
     # What travels with the segment to the search index, so no stage re-reads the media.
     bucket: str | None = Field(default=None, description="S3 bucket of the source, if it is an S3 object")
     key: str | None = Field(default=None, description="S3 key of the source (not URL-encoded)")

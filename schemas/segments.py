@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import Message, SegmentRef, utc_now
 
@@ -22,7 +22,14 @@ class Frame(Message):
 
 class SegmentBatch(SegmentRef):
     schema_version: Literal[1] = 1
-    media_kind: Literal["image", "video"]
+    # "page": one page of a document, rendered; its SegmentRef.page_number says which.
+    media_kind: Literal["image", "video", "page"]
     reason: SegmentReason
     frames: list[Frame] = Field(min_length=1)
     decoded_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _pages_are_numbered(self) -> Self:
+        if (self.media_kind == "page") != (self.page_number is not None):
+            raise ValueError(f"a page segment has a page_number, others none (media_kind={self.media_kind!r})")
+        return self

@@ -95,6 +95,13 @@ class DecodeSettings(S3Settings):
     max_decode_s: float = Field(default=1800.0, ge=0, description="wall-clock limit of decoding one object")
     max_decode_pixel_rate: float = Field(default=1e9, ge=0, description="decoded pixels per second of media")
     max_pixels_per_byte: float = Field(default=1e6, ge=0, description="decoded pixels per compressed byte")
+    # Documents (PDF, multi-page TIFF): one segment per page. 1920x1080 is the caption stage's
+    # frame limit (Qwen3-VL-4B itself takes up to 16.7 Mpx): ~2k visual tokens, a US-letter
+    # page at ~150 dpi, enough for body text.
+    page_max_pixels: int = Field(
+        default=1920 * 1080, ge=32 * 32, description="pixels a document page is rendered at, at most"
+    )
+    max_pages: int = Field(default=1000, ge=1, description="documents with more pages are refused (too_many_pages)")
 
     @property
     def allowed_scheme_set(self) -> frozenset[str]:

@@ -86,6 +86,7 @@ _REF = {
     "source_uri": "s3://b/k",
     "start_s": 0.0,
     "end_s": 2.5,
+    "page_number": None,
     "bucket": "b",
     "key": "k",
     "version": "s:0A",

@@ -1,5 +1,6 @@
 """``capstream segments FILE``: the segments and sampled frame times a file would produce under
-the current decode settings (``CAPSTREAM_*`` env), without Kafka, so segmentation can be tuned."""
+the current decode settings (``CAPSTREAM_*`` env), without Kafka, so segmentation can be tuned.
+A document (PDF, multi-page TIFF) lists its pages with the size each is rendered at."""
 
 from __future__ import annotations
 
@@ -9,24 +10,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.segmenter import DecodedPage, DecodedSegment, MediaError, SegmentPolicy, decode_segments
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings
 
 
 def segment_rows(path: Path, policy: SegmentPolicy) -> list[dict[str, Any]]:
-    """One JSON-ready dict per segment: index, start_s, end_s, reason, frame_pts."""
+    """One JSON-ready dict per segment: index, start_s, end_s, reason, frame_pts; pages also
+    page_number and the rendered width and height."""
     return [_row(segment) for segment in decode_segments(str(path), policy)]
 
 
 def _row(segment: DecodedSegment) -> dict[str, Any]:
-    return {
+    row: dict[str, Any] = {
         "index": segment.index,
         "start_s": segment.start_s,
         "end_s": segment.end_s,
         "reason": segment.reason,
         "frame_pts": [frame.pts_s for frame in segment.frames],
     }
+    if isinstance(segment, DecodedPage):
+        frame = segment.frames[0]
+        row |= {"page_number": segment.page_number, "width": frame.width, "height": frame.height}
+    return row
 
 
 def cmd_segments(path: Path, as_json: bool) -> int:
@@ -44,8 +50,15 @@ def cmd_segments(path: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
+    elapsed = time.perf_counter() - started
+    if rows and "page_number" in rows[0]:
+        print(f"{path}: {len(rows)} page(s) in {elapsed:.2f} s (page_max_pixels={policy.page_max_pixels})")
+        print(f"{'#':>4}  {'page':>5}  rendered at")
+        for row in rows:
+            print(f"{row['index']:>4}  {row['page_number']:>5}  {row['width']}x{row['height']}")
+        return 0
     print(
-        f"{path}: {len(rows)} segment(s) in {time.perf_counter() - started:.2f} s "
+        f"{path}: {len(rows)} segment(s) in {elapsed:.2f} s "
         f"(policy={policy.mode}, threshold={policy.scene_threshold}, max_segment_s={policy.max_segment_s}, "
         f"min_scene_s={policy.min_scene_s}, sample_fps={policy.sample_fps}, "
         f"frames {policy.min_frames}..{policy.max_frames})"

@@ -5,6 +5,9 @@ playlists, concat lists, image2 file sequences, mov external data references) wo
 the worker fetch URLs or read local files an uploader names, so only containers and image
 formats that read nothing but their own bytes are allowed. FFmpeg checks the allow-list
 right after probing, before the demuxer reads its header: a refused format opens nothing.
+
+PDFs never reach FFmpeg: they are recognised by their header here and rendered by PDFium
+(documents.py), which has no network access and draws only what the document embeds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ FILE_PROTOCOLS: Final = "file"
 NO_PROTOCOLS: Final = "none"
 
 _JPEG_MAGIC: Final = b"\xff\xd8\xff"
+# PDF 32000-1 puts "%PDF-" first; PDFium, like most readers, accepts it anywhere in the
+# first 1024 bytes (files with junk before the header exist).
+_PDF_MAGIC: Final = b"%PDF-"
+DOCUMENT_HEAD_BYTES: Final = 1024
 
 
 def open_options(protocols: str, max_pixels: int) -> dict[str, str]:
@@ -56,3 +63,8 @@ def forced_format(path: str) -> str | None:
     except OSError:
         return None  # FFmpeg reports the missing file itself
     return "jpeg_pipe" if head == _JPEG_MAGIC else None
+
+
+def is_pdf(head: bytes) -> bool:
+    """Whether `head` (the first DOCUMENT_HEAD_BYTES of an object) is a PDF's."""
+    return _PDF_MAGIC in head[:DOCUMENT_HEAD_BYTES]

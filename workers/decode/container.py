@@ -60,7 +60,7 @@ def redact(source: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-def _is_url(source: str) -> bool:
+def is_url(source: str) -> bool:
     scheme = urlsplit(source).scheme.lower()
     if scheme in ("http", "https"):
         return True
@@ -88,7 +88,7 @@ def open_media(
     remote = False
     forced: str | None = None
     if isinstance(source, str):
-        remote = _is_url(source)
+        remote = is_url(source)
         protocols = URL_PROTOCOLS if remote else FILE_PROTOCOLS
         forced = None if remote else forced_format(source)
         shown = redact(source)

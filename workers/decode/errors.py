@@ -11,6 +11,8 @@ MediaErrorReason = Literal[
     "media_too_long",
     "resolution_too_large",
     "decode_budget_exceeded",
+    "encrypted_document",
+    "too_many_pages",
 ]
 MEDIA_ERROR_REASONS: Final[tuple[str, ...]] = get_args(MediaErrorReason)
 

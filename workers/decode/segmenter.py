@@ -8,6 +8,8 @@ is yielded as soon as it closes, so memory stays bounded by one segment whatever
 This module holds the policy and the top-level generator that wires the parts together:
 container.py opens and probes the media (limits, redaction), timeline.py decodes it into
 timed frames (packets or Pillow animations), and sampling.py cuts and samples the segments.
+Documents take another path: a PDF (recognised by its header) or a TIFF with more than one
+page becomes one segment per page (documents.py).
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ from typing import BinaryIO, Final, Literal, get_args
 import av
 import av.error
 import structlog
+from av.container import InputContainer
 from av.packet import Packet
+from av.video.stream import VideoStream
 
+from workers.decode.allowlist import is_pdf
 from workers.decode.budget import DecodeBudget
 from workers.decode.container import MediaInfo as MediaInfo
 from workers.decode.container import (
     check_limits,
     check_resolution,
+    is_url,
     open_media,
     probe_media,
     redact,
     select_video_stream,
 )
 from workers.decode.declared import declared_size
+from workers.decode.document_source import read_head
+from workers.decode.documents import DecodedPage as DecodedPage
+from workers.decode.documents import pdf_pages, tiff_page_count, tiff_pages
 from workers.decode.errors import MEDIA_ERROR_REASONS as MEDIA_ERROR_REASONS
 from workers.decode.errors import MediaError as MediaError
 from workers.decode.errors import MediaErrorReason as MediaErrorReason
@@ -89,6 +98,8 @@ class SegmentPolicy:
     max_decode_s: float = 1800.0  # wall clock
     max_decode_pixel_rate: float = 1e9  # decoded pixels per second of media (4K60 is ~5e8)
     max_pixels_per_byte: float = 1e6  # decoded pixels per compressed byte
+    page_max_pixels: int = 1920 * 1080  # per document page, rendered or decoded (see documents.py)
+    max_pages: int = 1000  # documents with more pages are refused
 
     @property
     def detects_cuts(self) -> bool:
@@ -114,6 +125,8 @@ class SegmentPolicy:
                 ("max_decode_s", self.max_decode_s >= 0),
                 ("max_decode_pixel_rate", self.max_decode_pixel_rate >= 0),
                 ("max_pixels_per_byte", self.max_pixels_per_byte >= 0),
+                ("page_max_pixels", self.page_max_pixels >= 32 * 32),
+                ("max_pages", self.max_pages >= 1),
             )
             if not ok
         ]
@@ -135,6 +148,23 @@ def _counted(packets: Iterable[Packet], budget: DecodeBudget) -> Iterator[Packet
         yield packet
 
 
+def _open_video(
+    source: str | BinaryIO | RawIOBase,
+    policy: SegmentPolicy,
+    options: dict[str, str] | None,
+    timeout_s: float,
+    shown: str,
+) -> tuple[InputContainer, VideoStream]:
+    container = open_media(
+        source, options=options, timeout_s=timeout_s, max_pixels=policy.max_source_pixels, name=shown
+    )
+    try:
+        return container, select_video_stream(container, shown)
+    except BaseException:
+        container.close()
+        raise
+
+
 def decode_segments(
     source: str | BinaryIO | RawIOBase,
     policy: SegmentPolicy,
@@ -150,18 +180,28 @@ def decode_segments(
     Raises MediaError for input that can never be decoded, before decoding when the container
     or an image header already shows it (no video, too long, too large), and as soon as
     decoding exceeds the object's budget; `on_info` sees the declared properties before the
-    first frame is decoded. Closing the generator early closes the container.
+    first frame is decoded (not called for documents, whose segments are DecodedPage).
+    Closing the generator early closes the container.
     """
     shown = redact(source) if isinstance(source, str) else name or "<stream>"
+    remote = isinstance(source, str) and is_url(source)
+    if not remote and is_pdf(read_head(source, timeout_s)):
+        yield from pdf_pages(source, policy, shown=shown, timeout_s=timeout_s)
+        return
     started = time.perf_counter()
     stats = DecodeStats()
     segments = 0
     feed: PacketFeed | None = None
-    container = open_media(
-        source, options=options, timeout_s=timeout_s, max_pixels=policy.max_source_pixels, name=shown
-    )
     try:
-        stream = select_video_stream(container, shown)
+        container, stream = _open_video(source, policy, options, timeout_s, shown)
+    except MediaError:
+        # A URL is read for its header only once FFmpeg found no media in it: video pays no
+        # extra request, a PDF pays FFmpeg's failed probe (document_source.py).
+        if not remote or not is_pdf(read_head(source, timeout_s)):
+            raise
+        yield from pdf_pages(source, policy, shown=shown, timeout_s=timeout_s)
+        return
+    try:
         info = probe_media(container, stream)
         budget = DecodeBudget(
             base_pixels=_BASE_BUDGET_FRAMES * policy.max_source_pixels,
@@ -183,6 +223,11 @@ def decode_segments(
                 check_resolution(*size, policy, shown)
                 if not info.width or not info.height:
                     info = MediaInfo(info.kind, info.duration_s, size[0], size[1], info.codec, info.fps)
+            if container.format.name == "tiff_pipe" and tiff_page_count(blob) > 1:
+                for page in tiff_pages(blob, policy, shown=shown):
+                    segments += 1
+                    yield page
+                return
             if container.format.name == "webp_pipe" and is_animated_webp(blob):
                 animation = open_animation(blob, shown)
                 info = MediaInfo("video", 0.0, animation.width, animation.height, "webp", None)

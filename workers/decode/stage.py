@@ -18,7 +18,7 @@ from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
 from workers.decode.container import redact
 from workers.decode.filters import EventFilter
-from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.segmenter import DecodedPage, DecodedSegment, MediaError, SegmentPolicy, decode_segments
 from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
@@ -58,6 +58,8 @@ def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
         max_decode_s=settings.max_decode_s,
         max_decode_pixel_rate=settings.max_decode_pixel_rate,
         max_pixels_per_byte=settings.max_pixels_per_byte,
+        page_max_pixels=settings.page_max_pixels,
+        max_pages=settings.max_pages,
     )
 
 
@@ -238,14 +240,16 @@ class DecodeStage(Stage[EventBatch]):
 
 
 def _to_batch(obj: ObjectCreated, segment: DecodedSegment, event_time: datetime | None) -> SegmentBatch:
+    page = segment if isinstance(segment, DecodedPage) else None
     return SegmentBatch(
         object_id=obj.object_id,
         segment_id=segment_id(obj.object_id, segment.index),
         segment_index=segment.index,
         source_uri=obj.uri,
-        media_kind="image" if segment.end_s == 0.0 and len(segment.frames) == 1 else "video",
+        media_kind="page" if page else "image" if segment.end_s == 0.0 and len(segment.frames) == 1 else "video",
         start_s=segment.start_s,
         end_s=segment.end_s,
+        page_number=page.page_number if page else None,
         reason=segment.reason,
         frames=[
             Frame(index=f.index, pts_s=f.pts_s, width=f.width, height=f.height, jpeg=f.jpeg) for f in segment.frames
