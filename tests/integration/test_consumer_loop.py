@@ -1,10 +1,16 @@
 """The shared consumer loop against a real broker: commit only after outputs are acked,
-pause/resume under load, poison records to the DLQ, restart resumes without loss."""
+pause/resume under load, poison records to the DLQ, restart resumes without loss.
+
+Two tests hold on to the loop's own broker clients by wrapping the factories the loop calls:
+the consumer, to ask the broker client which partitions are paused; the producer, to hold the
+broker's acknowledgements back from the loop (the records still reach the real broker).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +21,9 @@ from redis.asyncio import Redis
 from schemas.base import Message
 from schemas.dead_letter import DeadLetter
 from workers.localstack import StackEndpoints, free_port, start_redis, stop_process
+from workers.runtime import loop as loop_module
 from workers.runtime.errors import PermanentError
-from workers.runtime.kafka import dlq_topic, ensure_topics
+from workers.runtime.kafka import dlq_topic, ensure_topics, make_consumer, make_producer, read_topics
 from workers.runtime.loop import StageLoop
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import CommonSettings
@@ -71,6 +78,21 @@ def _settings(stack: StackEndpoints, **kw: Any) -> CommonSettings:
     return CommonSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, **{**defaults, **kw})
 
 
+def _echoes(n: int) -> list[bytes]:
+    return [Echo(n=i).to_bytes() for i in range(n)]
+
+
+async def _pipeline(
+    stack: StackEndpoints, unique: str, values: list[bytes], **settings_kw: Any
+) -> tuple[CommonSettings, str, str, str]:
+    """Settings, fresh input/output topics and group for one test, with ``values`` produced."""
+    settings = _settings(stack, **settings_kw)
+    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
+    await ensure_topics(settings, [src, dst, dlq_topic(src)])
+    await _produce(settings, src, values)
+    return settings, src, dst, group
+
+
 async def _produce(settings: CommonSettings, topic: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
@@ -114,23 +136,21 @@ async def _run_until(loop: StageLoop[Any], cond: Any, timeout_s: float = 30.0) -
     await asyncio.wait_for(task, 30)
 
 
-async def _committed(settings: CommonSettings, group: str, topic: str) -> int:
+async def _committed_by_partition(settings: CommonSettings, group: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        total = 0
-        for p in range(settings.topic_partitions):
-            total += await consumer.committed(TopicPartition(topic, p)) or 0
-        return total
+        return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(settings.topic_partitions)}
     finally:
         await consumer.stop()
 
 
+async def _committed(settings: CommonSettings, group: str, topic: str) -> int:
+    return sum((await _committed_by_partition(settings, group, topic)).values())
+
+
 async def test_outputs_acked_then_committed_with_bounded_in_flight(stack: StackEndpoints, unique: str) -> None:
-    settings = _settings(stack)
-    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
-    await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(30)])
+    settings, src, dst, group = await _pipeline(stack, unique, _echoes(30))
     stage = EchoStage(src, dst, delay_s=0.02)
     loop = StageLoop(stage, settings, group, max_in_flight=3)
     await _run_until(loop, lambda: len(stage.delivered_ns) >= 30)
@@ -141,11 +161,124 @@ async def test_outputs_acked_then_committed_with_bounded_in_flight(stack: StackE
     assert loop.metrics.pauses >= 1  # in-flight was full, partitions paused while polling continued
 
 
+class GatedEchoStage(EchoStage):
+    """Holds every record in ``process`` until the test opens the gate."""
+
+    def __init__(self, in_topic: str, out_topic: str) -> None:
+        super().__init__(in_topic, out_topic)
+        self.gate = asyncio.Event()
+
+    async def process(self, item: Echo, ctx: RecordContext) -> AsyncGenerator[Output, None]:
+        self.in_flight += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        yield Output(self.output_topics[0], str(item.n), item)
+
+
+@asynccontextmanager
+async def _running(loop: StageLoop[Any], release: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """The loop runs inside the block; on the way out ``release`` is set (whatever the test
+    held back) so the loop can drain, then it is stopped."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        yield task
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _eventually(cond: Any, what: str, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_full_in_flight_pauses_the_partitions_and_a_free_slot_resumes_them(
+    stack: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, src, dst, group = await _pipeline(stack, unique, _echoes(6))
+    consumers: list[AIOKafkaConsumer] = []
+
+    def recording_consumer(settings: CommonSettings, group_id: str) -> AIOKafkaConsumer:
+        consumers.append(make_consumer(settings, group_id))
+        return consumers[-1]
+
+    monkeypatch.setattr(loop_module, "make_consumer", recording_consumer)
+    stage = GatedEchoStage(src, dst)
+    loop = StageLoop(stage, settings, group, max_in_flight=2)
+    async with _running(loop, release=stage.gate) as task:
+        await _eventually(lambda: stage.in_flight == 2, "the stage never filled its slots")
+        [consumer] = consumers
+
+        def all_paused() -> bool:
+            assigned = consumer.assignment()
+            return bool(assigned) and consumer.paused() == assigned
+
+        await _eventually(all_paused, f"partitions {consumer.assignment()} never paused at full in-flight", 10)
+        await asyncio.sleep(0.5)  # several poll passes while paused: still 2 in flight, still paused
+        assert stage.in_flight == 2 and all_paused() and not task.done()
+        stage.gate.set()
+        await _eventually(lambda: len(stage.delivered_ns) == 6, "records after the pause were not delivered")
+        await _eventually(lambda: not consumer.paused(), "free slots did not resume the partitions", 10)
+    assert sorted(stage.delivered_ns) == list(range(6)) and loop.metrics.pauses >= 1
+
+
+class HeldAcks:
+    """The loop's real producer, with the broker's acknowledgements passed on only once the
+    gate opens: the records are on the broker, the loop just does not know it yet."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.acked_by_broker = 0
+
+    def producer(self, settings: CommonSettings) -> AIOKafkaProducer:
+        real = make_producer(settings)
+        send = real.send
+
+        async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            broker_ack = await send(*args, **kwargs)
+
+            async def held() -> Any:
+                metadata = await broker_ack
+                self.acked_by_broker += 1
+                await self.gate.wait()
+                return metadata
+
+            return asyncio.ensure_future(held())
+
+        real.send = held_send  # type: ignore[method-assign]
+        return real
+
+
+async def test_no_commit_until_the_broker_acknowledged_the_outputs(
+    stack: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, src, dst, group = await _pipeline(stack, unique, _echoes(10))
+    acks = HeldAcks()
+    monkeypatch.setattr(loop_module, "make_producer", acks.producer)
+    stage = EchoStage(src, dst)
+    loop = StageLoop(stage, settings, group, max_in_flight=10)
+    async with _running(loop, release=acks.gate) as task:
+        await _eventually(lambda: acks.acked_by_broker == 10, "the outputs never reached the broker")
+        assert len(await _read_all(settings, dst, 10)) == 10  # durable on the broker...
+        await asyncio.sleep(1.0)  # ...and the loop keeps polling and committing what it may
+        assert not task.done()
+        assert await _committed(settings, group, src) == 0, "committed before the outputs' acks reached the loop"
+        assert stage.delivered_ns == [], "side effects ran before the acks"
+        acks.gate.set()
+        await _eventually(lambda: len(stage.delivered_ns) == 10, "acks released but records not finished")
+    assert await _committed(settings, group, src) == 10
+
+
 async def test_poison_goes_to_dlq_and_transient_is_retried(stack: StackEndpoints, unique: str) -> None:
-    settings = _settings(stack, max_attempts=3)
-    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
-    await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, [Echo(n=0).to_bytes(), b"{not json", Echo(n=2).to_bytes()])
+    settings, src, dst, group = await _pipeline(
+        stack, unique, [Echo(n=0).to_bytes(), b"{not json", Echo(n=2).to_bytes()], max_attempts=3
+    )
     stage = EchoStage(src, dst, flaky={2})
     loop = StageLoop(stage, settings, group, max_in_flight=8)
     await _run_until(loop, lambda: len(stage.delivered_ns) >= 2 and loop.metrics.dead_letters >= 1)
@@ -161,19 +294,23 @@ async def test_poison_goes_to_dlq_and_transient_is_retried(stack: StackEndpoints
 
 
 async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, unique: str) -> None:
-    settings = _settings(stack)
-    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
-    await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(40)])
+    settings, src, dst, group = await _pipeline(stack, unique, _echoes(40))
 
     first = EchoStage(src, dst, delay_s=0.05)
     loop1 = StageLoop(first, settings, group, max_in_flight=8)
     task = asyncio.create_task(loop1.run(asyncio.Event()))
-    while len(first.delivered_ns) < 10:  # noqa: ASYNC110 - polling the stage's own counter
+    while len(first.delivered_ns) < 10 or loop1.metrics.commits < 1:  # noqa: ASYNC110 - the stage's own counters
         await asyncio.sleep(0.02)
     task.cancel()  # a crash: no drain, no final commit
     with pytest.raises(asyncio.CancelledError):
         await task
+    records = await read_topics(settings.kafka_bootstrap, [src], idle_ms=1000)  # also lets a last commit land
+    committed = await _committed_by_partition(settings, group, src)
+    finished_before_crash = {
+        Echo.model_validate_json(r.value or b"").n for r in records if r.offset < committed.get(r.partition, 0)
+    }
+    assert finished_before_crash, "the first run committed nothing: the test would show no resume"
+    assert finished_before_crash <= set(first.delivered_ns)
 
     second = EchoStage(src, dst)
     loop2 = StageLoop(second, settings, group, max_in_flight=8)
@@ -182,18 +319,16 @@ async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, u
     outputs = {Echo.model_validate_json(v).n for v in await _read_all(settings, dst, 40)}
     assert outputs == set(range(40))
     assert await _committed(settings, group, src) == 40
-    # Redeliveries are allowed (at-least-once) but bounded by what was in flight at the crash.
-    assert len(second.seen) <= 40
+    # At-least-once: what was in flight at the crash comes again, but nothing committed does,
+    # and each of the rest exactly once.
+    assert sorted(second.seen) == sorted(set(range(40)) - finished_before_crash), "restart ignored the commit"
 
 
 @pytest.mark.parametrize("max_in_flight", [1, 4])  # 1: the first member is paused when the rebalance comes
 async def test_member_joining_mid_run_takes_partitions_without_loss(
     stack: StackEndpoints, unique: str, max_in_flight: int
 ) -> None:
-    settings = _settings(stack, topic_partitions=4)
-    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
-    await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(60)])
+    settings, src, dst, group = await _pipeline(stack, unique, _echoes(60), topic_partitions=4)
     first, second = EchoStage(src, dst, delay_s=0.05), EchoStage(src, dst, delay_s=0.05)
     stop = asyncio.Event()
     task1 = asyncio.create_task(StageLoop(first, settings, group, max_in_flight=max_in_flight).run(stop))
@@ -226,10 +361,9 @@ class RedisEchoStage(EchoStage):
 async def test_redis_outage_holds_offsets_and_resumes_without_dead_letters(
     stack: StackEndpoints, unique: str, tmp_path: Path
 ) -> None:
-    settings = _settings(stack, retry_backoff_s=0.1, outage_backoff_max_s=0.5)
-    src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
-    await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, [Echo(n=i).to_bytes() for i in range(30)])
+    settings, src, dst, group = await _pipeline(
+        stack, unique, _echoes(30), retry_backoff_s=0.1, outage_backoff_max_s=0.5
+    )
     port = free_port()
     redis_proc = start_redis(tmp_path, port)
     redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1, socket_connect_timeout=1)
