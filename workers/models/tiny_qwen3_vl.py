@@ -10,7 +10,10 @@ head_dim 64, interleaved mrope section [12, 10, 10] (must sum to head_dim / 2), 
 vision depth 2, hidden 64, patch 16, deepstack indexes [0, 1] (each below the vision depth, no
 more than the text layers); a byte-level BPE tokenizer trained locally with Qwen's special
 tokens added in Qwen's order before wrapping it in a fast tokenizer; Qwen's chat template; a
-Qwen3-VL processor whose pixel caps keep an image at <= 49 vision tokens (32 x 32 px per token).
+Qwen3-VL processor with Qwen3-VL-4B-Instruct's own limits (``QWEN3_VL_4B_*`` below, from its
+``preprocessor_config.json`` and ``video_preprocessor_config.json``), so the visual tokens a
+segment costs here are the ones it costs the real model. (Until issue 12 the tiny processor
+capped an image at 224² but a whole video at ~0.8 MP: the two input modes saw different pixels.)
 
 Run ``python -m workers.models.tiny_qwen3_vl OUT_DIR``.
 """
@@ -26,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-COMPLETE_MARKER = ".complete"
+# Named for the recipe: a cache built by an older recipe lacks it and is rebuilt on first use.
+COMPLETE_MARKER = ".complete-v2"
 SEED = 1234
 
 # Qwen2.5 / Qwen3 added tokens, in Qwen's order (ids 151643..151668 in the real vocabulary).
@@ -63,10 +67,15 @@ QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 BPE_VOCAB_SIZE = 1024  # learned byte-level BPE tokens; the added tokens follow
 PATCH_SIZE = 16
 MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2  # a video's consecutive frames share one token grid, two at a time
 PIXELS_PER_TOKEN = (PATCH_SIZE * MERGE_SIZE) ** 2  # 32 x 32 px per visual token
-MAX_IMAGE_TOKENS = 49
-MIN_IMAGE_TOKENS = 4
-MAX_VIDEO_TOKENS = 8 * MAX_IMAGE_TOKENS
+# Qwen/Qwen3-VL-4B-Instruct's processor limits. An image is resized to between 256² and 4096²
+# pixels; a video's *total* pixels (frames x height x width, frames padded to a multiple of
+# the temporal patch) to between 64² and 24,576 x 32² (12,288 visual tokens); the model was
+# trained on video sampled at 2 fps, 4 to 768 frames.
+QWEN3_VL_4B_IMAGE_SIZE = {"shortest_edge": 65_536, "longest_edge": 16_777_216}
+QWEN3_VL_4B_VIDEO_SIZE = {"shortest_edge": 4_096, "longest_edge": 25_165_824}
+QWEN3_VL_4B_VIDEO_SAMPLING = {"fps": 2, "min_frames": 4, "max_frames": 768}
 
 # Qwen3-VL-style chat template: images/videos render as <|vision_start|><|image_pad|><|vision_end|>.
 CHAT_TEMPLATE = (
@@ -203,7 +212,7 @@ def _build_config(ids: dict[str, int]) -> object:
         "num_heads": 2,
         "patch_size": PATCH_SIZE,
         "spatial_merge_size": MERGE_SIZE,
-        "temporal_patch_size": 2,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
         "out_hidden_size": 128,
         "num_position_embeddings": 256,  # 16 x 16 grid, interpolated to the image's grid
         "deepstack_visual_indexes": [0, 1],
@@ -229,24 +238,18 @@ def _build_processor(out_dir: Path) -> None:
     # The vision tower's geometry, the same for stills and video.
     geometry: dict[str, Any] = {
         "patch_size": PATCH_SIZE,
-        "temporal_patch_size": 2,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
         "merge_size": MERGE_SIZE,
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
     }
-    image_processor = Qwen2VLImageProcessor(
-        size={
-            "shortest_edge": MIN_IMAGE_TOKENS * PIXELS_PER_TOKEN,
-            "longest_edge": MAX_IMAGE_TOKENS * PIXELS_PER_TOKEN,
-        },
-        **geometry,
-    )
+    image_processor = Qwen2VLImageProcessor(size=dict(QWEN3_VL_4B_IMAGE_SIZE), **geometry)
+    # cap_pixels_per_frame=False is the released config's behaviour (unset = False), said
+    # explicitly to keep transformers from warning on every video.
     video_processor = Qwen3VLVideoProcessor(
-        size={
-            "shortest_edge": MIN_IMAGE_TOKENS * PIXELS_PER_TOKEN * 2,
-            "longest_edge": MAX_VIDEO_TOKENS * PIXELS_PER_TOKEN * 2,
-        },
-        max_video_tokens=MAX_VIDEO_TOKENS,
+        size=dict(QWEN3_VL_4B_VIDEO_SIZE),
+        cap_pixels_per_frame=False,
+        **QWEN3_VL_4B_VIDEO_SAMPLING,
         **geometry,
     )
     processor = Qwen3VLProcessor(
@@ -306,7 +309,8 @@ def build_tiny_qwen3_vl(out_dir: Path) -> Path:
             "name": "capstream tiny Qwen3-VL (random weights, for tests)",
             "seed": SEED,
             "parameters": n_params,
-            "max_image_tokens": MAX_IMAGE_TOKENS,
+            "image_size": QWEN3_VL_4B_IMAGE_SIZE,
+            "video_size": QWEN3_VL_4B_VIDEO_SIZE,
             "build_seconds": round(time.monotonic() - started, 2),
         }
         (tmp / "capstream_tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")
