@@ -17,6 +17,15 @@ class Caption(SegmentRef):
     model: str
     backend: Literal["vllm", "openai"]
     prompt_tokens: int | None = None
+    frame_count: int | None = Field(default=None, ge=0, description="frames the model was shown")
+    visual_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="prompt tokens those frames cost (images: one grid each; video: one per 2 frames)",
+    )
+    caption_input: Literal["video", "images"] | None = Field(
+        default=None, description="how the frames were sent: one Qwen3-VL video, or images"
+    )
     completion_tokens: int | None = None
     latency_s: float = Field(ge=0, description="time the model took for this segment")
     created_at: datetime = Field(default_factory=utc_now)

@@ -82,10 +82,17 @@ class DecodeSettings(S3Settings):
     max_segment_s: float = 10.0
     min_scene_s: float = 1.0
     scene_threshold: float = 0.35
-    sample_fps: float = 1.0
+    # Qwen3-VL was trained on video sampled at 2 fps; a segment's frames come at that rate up to
+    # its visual-token budget, which also sets their size (README: caption input).
+    sample_fps: float = Field(default=2.0, gt=0, description="frames sampled per second of segment")
     min_frames: int = Field(default=1, ge=1, description="frames per segment when it is long enough")
-    max_frames: int = 8
-    max_pixels: int = 448 * 448
+    max_frames: int = Field(default=8, ge=1, description="frames per segment; longer scenes are split")
+    max_pixels: int = Field(default=448 * 448, ge=32 * 32, description="pixels per frame, at most")
+    segment_visual_tokens: int = Field(
+        default=768,
+        ge=0,
+        description="visual tokens one segment's frames may cost as a video (0 = no budget); caps max_pixels",
+    )
     jpeg_quality: int = 85
     max_duration_s: float = 4 * 3600.0
     max_source_pixels: int = Field(
@@ -234,6 +241,10 @@ class CaptionSettings(ModelStageSettings):
     caption_max_model_len: int = 32768
     caption_max_batch: int = 16
     caption_max_images: int = Field(default=8, description="images per request; >= the decoder's max_frames")
+    caption_input: Literal["video", "images"] = Field(
+        default="video",
+        description="a video segment's frames as one Qwen3-VL video (half the visual tokens) or as timed images",
+    )
     # Full HD: 10x the decoder's 448² frames, so outside producers may send larger ones, yet
     # 8 such frames (~2k visual tokens each at 32x32 px per token) stay within half the
     # default context, and one decoded frame is ~6 MB of RGB, never a decompression bomb.

@@ -9,7 +9,7 @@ from schemas.captions import Caption
 from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionBackend
 from workers.caption.frame_check import check_frames
-from workers.caption.prompt import build_caption_messages
+from workers.caption.prompt import build_caption_messages, caption_input
 from workers.runtime.errors import PermanentError
 from workers.runtime.stage import ModelStage, RecordContext
 from workers.settings import CaptionSettings
@@ -37,7 +37,8 @@ class CaptionStage(ModelStage[SegmentBatch, CaptionBackend]):
         # A frame the engine cannot read is the record's fault: dead-letter it now rather than
         # fail engine calls with it (and make the engine look broken).
         check_frames(item, self.settings.caption_max_frame_pixels)
-        result = await self.backend.caption(build_caption_messages(item, self.settings.caption_prompt))
+        messages = build_caption_messages(item, self.settings.caption_prompt, self.settings.caption_input)
+        result = await self.backend.caption(messages)
         caption = Caption(
             **item.segment_ref(),
             frame_pts=[f.pts_s for f in item.frames],
@@ -45,6 +46,9 @@ class CaptionStage(ModelStage[SegmentBatch, CaptionBackend]):
             model=self.backend.model,
             backend=self.backend.name,  # type: ignore[arg-type]
             prompt_tokens=result.prompt_tokens,
+            frame_count=len(item.frames),
+            visual_tokens=result.visual_tokens,
+            caption_input=caption_input(messages),
             completion_tokens=result.completion_tokens,
             latency_s=result.latency_s,
         )

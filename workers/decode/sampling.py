@@ -2,6 +2,10 @@
 
 Every frame feeds a cheap cut detector; a segment closes on a hard cut (no closer than
 `min_scene_s` to its start), when it reaches the window length, or at the end of the media.
+With a visual-token budget (`SegmentPolicy.visual_token_budget`) the window is at most
+`max_frames` at `sample_fps`, and frames are sized so that many fit the budget as one Qwen3-VL
+video (two frames per grid of 32x32 px tokens): a long scene is split rather than sampled
+below the model's rate, and no segment costs the model more than the budget.
 Within a segment, frames are kept on a sampling grid (`sample_fps`) with spares for segments
 too short for `min_frames`; only kept frames are converted to RGB at the model's size, and
 they are JPEG-encoded only when the segment closes. A segment is yielded as soon as it
@@ -33,6 +37,24 @@ if TYPE_CHECKING:
     from workers.decode.segmenter import SegmentPolicy
 
 _EPS: Final = 1e-6
+PIXELS_PER_VISUAL_TOKEN: Final = 32 * 32  # Qwen3-VL: 16 px patches, merged 2x2
+VIDEO_TEMPORAL_PATCH: Final = 2  # Qwen3-VL: consecutive video frames share one token grid
+
+
+def segment_window_s(policy: SegmentPolicy) -> float:
+    """Longest segment: `max_segment_s`, and with a budget no more than `max_frames` samples."""
+    if not policy.visual_token_budget:
+        return policy.max_segment_s
+    return min(policy.max_segment_s, policy.max_frames / policy.sample_fps)
+
+
+def frame_pixels(policy: SegmentPolicy) -> int:
+    """Pixels per frame: `max_pixels`, and with a budget no more than `max_frames` frames fit."""
+    if not policy.visual_token_budget:
+        return policy.max_pixels
+    temporal_patches = -(-policy.max_frames // VIDEO_TEMPORAL_PATCH)
+    per_patch = policy.visual_token_budget // temporal_patches * PIXELS_PER_VISUAL_TOKEN
+    return max(PIXELS_PER_VISUAL_TOKEN, min(policy.max_pixels, per_patch))
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,8 @@ def sample_segments(
     so packets nobody needs are never decoded.
     """
     detector = CutDetector(policy.scene_threshold if policy.detects_cuts else 0.0)
+    window_s = segment_window_s(policy)
+    pixels = frame_pixels(policy)
     reformatter = VideoReformatter()
     sizes: dict[tuple[int, int, int], tuple[int, int]] = {}
     current: _OpenSegment | None = None
@@ -174,7 +198,7 @@ def sample_segments(
             reason: Literal["cut", "window"] | None = None
             if detector.is_cut(distance) and elapsed >= policy.min_scene_s - _EPS:
                 reason = "cut"
-            elif elapsed >= policy.max_segment_s - _EPS:
+            elif elapsed >= window_s - _EPS:
                 reason = "window"
             if reason is not None:
                 yield current.close(item.t, reason, policy)
@@ -182,7 +206,7 @@ def sample_segments(
         if current.wants(item.t):
             key = (width, height, item.rotation)
             if key not in sizes:
-                sizes[key] = target_size(*display_size(width, height, item.rotation), policy.max_pixels)
+                sizes[key] = target_size(*display_size(width, height, item.rotation), pixels)
             try:
                 image = frame_to_image(item.frame, sizes[key], item.rotation, reformatter)
             except ValueError as exc:
@@ -192,7 +216,7 @@ def sample_segments(
         if feed is not None:
             # The first frame at or after either time is the next one that matters: a sample,
             # or the frame that opens the next window.
-            feed.wanted_s = min(current.next_wanted_s, current.start_s + policy.max_segment_s)
+            feed.wanted_s = min(current.next_wanted_s, current.start_s + window_s)
     if current is None or last is None:
         detail = f"; {stats.decode_errors} packet(s) failed, first: {stats.first_error}" if stats.decode_errors else ""
         raise MediaError(

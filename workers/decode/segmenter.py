@@ -100,6 +100,9 @@ class SegmentPolicy:
     max_pixels_per_byte: float = 1e6  # decoded pixels per compressed byte
     page_max_pixels: int = 1920 * 1080  # per document page, rendered or decoded (see documents.py)
     max_pages: int = 1000  # documents with more pages are refused
+    # Visual tokens a segment's frames may cost Qwen3-VL as one video; 0 = no budget
+    # (sampling.py: segment_window_s, frame_pixels).
+    visual_token_budget: int = 0
 
     @property
     def detects_cuts(self) -> bool:
@@ -127,6 +130,7 @@ class SegmentPolicy:
                 ("max_pixels_per_byte", self.max_pixels_per_byte >= 0),
                 ("page_max_pixels", self.page_max_pixels >= 32 * 32),
                 ("max_pages", self.max_pages >= 1),
+                ("visual_token_budget", self.visual_token_budget >= 0),
             )
             if not ok
         ]
@@ -223,7 +227,7 @@ def decode_segments(
                 check_resolution(*size, policy, shown)
                 if not info.width or not info.height:
                     info = MediaInfo(info.kind, info.duration_s, size[0], size[1], info.codec, info.fps)
-            if container.format.name == "tiff_pipe" and tiff_page_count(blob) > 1:
+            if container.format.name == "tiff_pipe" and tiff_page_count(blob) >= 1:
                 for page in tiff_pages(blob, policy, shown=shown):
                     segments += 1
                     yield page

@@ -60,6 +60,7 @@ def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
         max_pixels_per_byte=settings.max_pixels_per_byte,
         page_max_pixels=settings.page_max_pixels,
         max_pages=settings.max_pages,
+        visual_token_budget=settings.segment_visual_tokens,
     )
 
 
