@@ -78,7 +78,7 @@ async def test_a_short_request_joins_a_running_one_and_finishes_first() -> None:
     stepping = asyncio.Event()
     batcher = _batcher(engine, on_step=lambda n: stepping.set())
     long = asyncio.create_task(batcher.submit(400))  # 400 steps, about a second
-    await stepping.wait()
+    await asyncio.wait_for(stepping.wait(), 10)
     assert await asyncio.gather(batcher.submit(3), batcher.submit(5)) == [6, 10]
     assert not long.done(), "the short requests waited for the long one"
     assert await long == 800
