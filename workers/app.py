@@ -93,7 +93,7 @@ def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
         )
     if name == "caption":
         cs = CaptionSettings()
-        backend = make_caption_backend(cs, res.engine_executor)
+        backend = make_caption_backend(cs, res.engine_executor, res.metrics.for_stage("caption").engine_batch.observe)
         return StageLoop(
             CaptionStage(cs, res.redis(cs.redis_url), backend),
             cs,
@@ -102,7 +102,7 @@ def build_loop(name: StageName, res: WorkerResources) -> StageLoop[Any]:
             res.metrics,
         )
     es = EmbedSettings()
-    backend_e = make_embed_backend(es, res.engine_executor)
+    backend_e = make_embed_backend(es, res.engine_executor, res.metrics.for_stage("embed").engine_batch.observe)
     stage_e = EmbedStage(es, res.redis(es.redis_url), backend_e)
     return StageLoop(stage_e, es, es.embed_group, es.embed_max_in_flight, res.metrics)
 
