@@ -49,9 +49,9 @@ PAGE_INSTRUCTION: Final = (
 def build_caption_messages(
     segment: SegmentBatch, instruction: str, input_mode: CaptionInput = "images"
 ) -> ChatMessages:
-    kind: str = segment.media_kind  # a str: the "page" kind comes with the documents work
+    kind = segment.media_kind
     if kind == "page":
-        page = getattr(segment, "page_number", None)
+        page = segment.page_number
         content = _image_parts(segment.frames, timed=False)
         content.append({"type": "text", "text": f"Page {page}. {PAGE_INSTRUCTION}" if page else PAGE_INSTRUCTION})
         return [{"role": "user", "content": content}]
