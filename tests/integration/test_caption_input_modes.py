@@ -62,7 +62,7 @@ def segments(tmp_path: Path) -> list[SegmentBatch]:
 def expected_times(segment: SegmentBatch) -> list[str]:
     """Qwen3-VL's marker of each temporal patch: the mean time of its two frames (the last
     frame repeated when the count is odd), from the real presentation times."""
-    pts = [f.pts_s for f in segment.frames]
+    pts = [round(f.pts_s * 1000) / 1000 for f in segment.frames]  # the metadata's 1 kHz clock
     if len(pts) % 2:
         pts.append(pts[-1])
     return [f"{(a + b) / 2:.1f}" for a, b in zip(pts[::2], pts[1::2], strict=True)]
