@@ -52,7 +52,7 @@ def segments(tmp_path: Path) -> list[SegmentBatch]:
     video = tmp_path / "montage.mp4"
     make_montage_video(video, photos(2), seconds_each=2.0)
     event = ObjectCreated(uri=f"file://{video}")
-    return [_to_batch(event, s) for s in decode_segments(str(video), SegmentPolicy(sample_fps=2.0))]
+    return [_to_batch(event, s, None) for s in decode_segments(str(video), SegmentPolicy(sample_fps=2.0))]
 
 
 async def test_caption_backends_agree(tmp_path: Path, offline: dict[str, str], segments: list[SegmentBatch]) -> None:
