@@ -1,0 +1,144 @@
+"""The chaos verifier catches each fault it exists for, planted into otherwise clean data: a
+dropped embedding, a duplicated output record, a stage that ignores its done marker (redone
+model calls beyond what the kills explain), a shifted boundary. Pure data, no services."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from loadtest.chaos.verifier import Kill, Observed, SeenSegment, Span, TruthObject, verify
+from schemas.ids import segment_id
+
+MONTAGE = TruthObject("montage", "6c1a3f8e-6f47-4a8e-9d43-0d5c2b1e7a10", False, (Span(0.0, 1.5), Span(1.5, 3.25)))
+STILL = TruthObject("still", "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f", False, (Span(0.0, 0.0),))
+POISON = TruthObject("poison", "3e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e", True)
+TRUTH = [MONTAGE, STILL, POISON]
+
+
+def _records(obj: TruthObject) -> list[SeenSegment]:
+    return [
+        SeenSegment(obj.object_id, segment_id(obj.object_id, i), i, span.start_s, span.end_s)
+        for i, span in enumerate(obj.segments)
+    ]
+
+
+def clean() -> Observed:
+    good = [r for obj in TRUTH for r in _records(obj)]
+    return Observed(
+        outputs={"decode": list(good), "caption": list(good), "embed": list(good)},
+        index_rows=list(good),
+        results={obj.object_id: [r.segment_id for r in _records(obj)] for obj in TRUTH if not obj.poison},
+        states={MONTAGE.object_id: "done", STILL.object_id: "done", POISON.object_id: "failed"},
+        dead_letters=Counter({POISON.object_id: 1}),
+        model_calls={"caption": len(good), "embed": len(good)},
+    )
+
+
+def test_clean_run_passes_with_every_figure_zero() -> None:
+    v = verify(TRUTH, clean())
+    assert v.passed, v.problems
+    assert (v.objects, v.segments, v.lost, v.duplicate_outputs, v.redone_work, v.boundary_errors) == (3, 3, 0, 0, 0, 0)
+
+
+def test_a_dropped_embedding_is_lost() -> None:
+    seen = clean()
+    seen.outputs["embed"] = seen.outputs["embed"][1:]
+    v = verify(TRUTH, seen)
+    assert v.lost == 1 and not v.passed
+    assert any("no embedding" in p for p in v.problems)
+
+
+def test_a_missing_index_row_or_result_is_lost() -> None:
+    seen = clean()
+    seen.index_rows = seen.index_rows[:-1]
+    seen.results[MONTAGE.object_id] = seen.results[MONTAGE.object_id][:1]
+    assert verify(TRUTH, seen).lost == 2
+
+
+def test_a_duplicated_output_record_fails_unless_a_kill_had_it_in_flight() -> None:
+    seen = clean()
+    seen.outputs["caption"].append(seen.outputs["caption"][0])
+    seen.model_calls["caption"] += 1
+    v = verify(TRUTH, seen)
+    assert v.duplicate_outputs == 1 and not v.passed
+    assert v.bounds_exceeded == [
+        "caption: duplicate_outputs 1 > bound 0",
+        "caption: redone_work 1 > bound 0",
+    ]
+    # The same copy after a kill -9 of the caption worker with one segment in flight is allowed.
+    seen.kills.append(Kill("caption-0", {"caption": 1}))
+    assert verify(TRUTH, seen).passed
+
+
+def test_a_duplicated_index_row_fails_whatever_the_kills() -> None:
+    seen = clean()
+    seen.index_rows.append(seen.index_rows[0])
+    seen.kills.append(Kill("index-0", {"index": 5}))
+    v = verify(TRUTH, seen)
+    assert v.duplicate_outputs == 1 and not v.passed
+
+
+def test_a_stage_that_ignores_its_done_marker_redoes_replayed_segments() -> None:
+    """The run re-publishes finished segments; a caption stage that skips its done-marker check
+    captions them again: more model calls than segments, more than the one kill explains."""
+    seen = clean()
+    replayed = seen.outputs["decode"][:2]
+    seen.outputs["decode"] += replayed
+    seen.injected["decode"] = Counter(r.segment_id for r in replayed)
+    assert verify(TRUTH, seen).passed  # replays that were skipped are no fault
+    seen.outputs["caption"] += replayed
+    seen.model_calls["caption"] += 2
+    seen.kills.append(Kill("caption-0", {"caption": 1}))
+    v = verify(TRUTH, seen)
+    assert v.redone_by_stage["caption"] == 2 and not v.passed
+    assert "caption: redone_work 2 > bound 1" in v.bounds_exceeded
+
+
+def test_redone_calls_without_output_are_counted_from_the_metrics() -> None:
+    seen = clean()
+    seen.model_calls["embed"] += 3  # e.g. calls cut short by kills: no record, but counted
+    assert verify(TRUTH, seen).bounds_exceeded == ["embed: redone_work 3 > bound 0"]
+    seen.kills += [Kill("embed-0", {"embed": 2}), Kill("broker", {"embed": 1, "caption": 0})]
+    assert verify(TRUTH, seen).passed
+
+
+def test_a_redecoded_object_counts_against_decodes_bound_in_objects() -> None:
+    seen = clean()
+    seen.outputs["decode"] += _records(MONTAGE)  # the decode claim ignored: the object cut twice
+    v = verify(TRUTH, seen)
+    assert (v.duplicates_by_stage["decode"], v.redecoded_objects) == (2, 1) and not v.passed
+    seen.kills.append(Kill("decode-1", {"decode": 1}))
+    assert verify(TRUTH, seen).passed
+
+
+def test_a_shifted_boundary_is_a_boundary_error() -> None:
+    seen = clean()
+    first = seen.outputs["decode"][0]
+    seen.outputs["decode"][0] = dataclasses.replace(first, end_s=first.end_s + 0.25)
+    v = verify(TRUTH, seen)
+    assert v.boundary_errors == 1 and not v.passed
+    assert any("truth 0.000-1.500s" in p for p in v.problems)
+
+
+def test_a_missed_cut_is_a_boundary_error() -> None:
+    seen = clean()
+    merged = SeenSegment(MONTAGE.object_id, segment_id(MONTAGE.object_id, 0), 0, 0.0, 3.25)
+    first, second = segment_id(MONTAGE.object_id, 0), segment_id(MONTAGE.object_id, 1)
+    for stage in ("decode", "caption", "embed"):
+        kept = [r for r in seen.outputs[stage] if r.segment_id != second]
+        seen.outputs[stage] = [merged if r.segment_id == first else r for r in kept]
+    seen.index_rows = list(seen.outputs["embed"])
+    v = verify(TRUTH, seen)
+    assert v.boundary_errors >= 2  # one segment too few, and the one left ends at the wrong time
+
+
+def test_a_poison_object_must_fail_with_one_dead_letter() -> None:
+    seen = clean()
+    seen.states[POISON.object_id] = "decoding"
+    seen.dead_letters[POISON.object_id] = 0
+    assert verify(TRUTH, seen).lost == 1
+    seen = clean()
+    seen.dead_letters[POISON.object_id] = 2
+    v = verify(TRUTH, seen)
+    assert v.duplicate_outputs == 1 and v.redecoded_objects == 1 and not v.passed
