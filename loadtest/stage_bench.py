@@ -1,15 +1,20 @@
 """What each stage costs on top of its model, and how decode scales per core, side by side.
 
     python -m loadtest.stage_bench [--sections caption,overhead,decode] [--pairs 3]
-        [--segments 24] [--frames 4] [--decode-objects 8] [--decode-seconds 20] [--json FILE]
+        [--caption-mode warm|prefill] [--segments 24] [--frames 4] [--decode-objects 8]
+        [--decode-seconds 20] [--json FILE]
 
 Starts a local stack (Tansu, Redis, SeaweedFS) in a temporary directory and runs:
 
 - caption: the caption stage vs the bare engine (``loadtest.caption_bench``). Runs alternate,
   engine then stage, ``--pairs`` times, each on freshly generated frames (vLLM's prefix cache
   would make repeated frames cheap); ratio = stage segments/s / engine segments/s per pair,
-  the median reported. Goal >= 0.95. Also the worker's engine calls and batch sizes, from its
-  ``/metrics``, and (stage s - engine s) / segments: the model-free time the stage adds.
+  the median reported. Goal >= 0.95. ``warm`` keeps one worker for every stage run (its
+  engine loads once, so a pair's runs are seconds apart and meet the same load; segments are
+  produced as a burst into the topic it polls); ``prefill`` starts a fresh worker on a filled
+  topic per run (the backlog case, minutes apart). Also the worker's engine steps and batch
+  sizes, from its ``/metrics``, the CPU seconds of each side (steadier than wall time on a
+  shared machine), and (stage s - engine s) / segments: the time the stage adds.
 - overhead: the caption stage with an instant backend, in this process, real broker and
   Redis: per-segment time from parse to delivered, one segment in flight (p50 goal <= 5 ms),
   and wall time per segment with the worker's default in-flight window.
@@ -82,9 +87,17 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def caption_rows(engine_s: list[float], stage_s: list[float], segments: int, calls: list[int | None]) -> list[Row]:
+def caption_rows(
+    engine_s: list[float],
+    stage_s: list[float],
+    segments: int,
+    calls: list[int | None],
+    engine_cpu_s: list[float],
+    stage_cpu_s: list[float],
+) -> list[Row]:
     ratios = paired_ratios(engine_s, stage_s)
     ratio = median_or_nan(ratios)
+    cpu_ratios = paired_ratios(engine_cpu_s, stage_cpu_s)
     extra_ms = median_or_nan([(s - e) / segments * 1000 for e, s in zip(engine_s, stage_s, strict=True)])
     seen = [c for c in calls if c is not None]
     return [
@@ -99,12 +112,19 @@ def caption_rows(engine_s: list[float], stage_s: list[float], segments: int, cal
             verdict(ratio, CAPTION_GOAL),
             "pairs " + " ".join(f"{r:.2f}" for r in ratios),
         ),
+        Row(
+            "caption stage / bare engine, CPU",
+            "engine CPU s / worker CPU s",
+            median_or_nan(cpu_ratios),
+            "x",
+            note="pairs " + " ".join(f"{r:.2f}" for r in cpu_ratios),
+        ),
         Row("stage time beyond the engine", "(stage s - engine s)/segment", extra_ms, "ms/segment"),
         Row(
-            "engine calls by the worker",
+            "engine steps of the worker",
             f"per {segments} segments",
             median_or_nan([float(c) for c in seen]),
-            "calls",
+            "steps",
             note="runs " + " ".join(str(c) for c in calls),
         ),
     ]  # fmt: skip
@@ -158,29 +178,49 @@ def _worker_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 async def bench_caption(args: argparse.Namespace, stack: Any, run_dir: Path, result: dict[str, Any]) -> list[Row]:
-    from loadtest.caption_bench import BareEngine, stage_run
+    from loadtest.caption_bench import BareEngine, WarmCaptionWorker, stage_run
     from loadtest.fresh_segments import fresh_segments
     from workers.settings import CaptionSettings
 
     settings = CaptionSettings()
     engine = BareEngine(settings)
     result["caption_engine_kwargs"] = engine.kwargs
+    result["caption_mode"] = args.caption_mode
+    warm = WarmCaptionWorker(stack, _worker_env(stack.env()), run_dir) if args.caption_mode == "warm" else None
     runs = []
     seed = args.seed
-    for pair in range(args.pairs):
-        for side in ("engine", "stage"):
-            seed += 1
-            segments = fresh_segments(seed, args.segments, args.frames)
-            if side == "engine":
-                run = engine.run(seed, segments)
-            else:
-                run = await stage_run(stack, _worker_env(stack.env()), seed, segments, run_dir)
-            runs.append(run)
-            _progress(f"caption pair {pair + 1} {side}: {run.wall_s:.2f} s, calls={run.engine_calls}")
+    try:
+        if warm is not None:
+            await warm.start()
+        for pair in range(args.pairs):
+            for side in ("engine", "stage"):
+                seed += 1
+                segments = fresh_segments(seed, args.segments, args.frames)
+                if side == "engine":
+                    run = engine.run(seed, segments)
+                elif warm is not None:
+                    run = await warm.run(seed, segments)
+                else:
+                    run = await stage_run(stack, _worker_env(stack.env()), seed, segments, run_dir)
+                runs.append(run)
+                _progress(
+                    f"caption pair {pair + 1} {side}: {run.wall_s:.2f} s, cpu {run.cpu_s:.1f} s, "
+                    f"steps={run.engine_calls} sizes={run.batch_sizes}"
+                )
+    finally:
+        if warm is not None:
+            warm.stop()
     result["caption_runs"] = [asdict(r) for r in runs]
     engine_s = [r.wall_s for r in runs if r.side == "engine"]
     stage = [r for r in runs if r.side == "stage"]
-    return caption_rows(engine_s, [r.wall_s for r in stage], args.segments, [r.engine_calls for r in stage])
+    return caption_rows(
+        engine_s,
+        [r.wall_s for r in stage],
+        args.segments,
+        [r.engine_calls for r in stage],
+        [r.cpu_s for r in runs if r.side == "engine"],
+        [r.cpu_s for r in stage],
+    )
 
 
 async def bench_overhead(args: argparse.Namespace, stack: Any, run_dir: Path, result: dict[str, Any]) -> list[Row]:
@@ -193,11 +233,11 @@ async def bench_overhead(args: argparse.Namespace, stack: Any, run_dir: Path, re
     log_file = (run_dir / "overhead.log").open("a")
     configure_logging("INFO", "json", stream=log_file)
     segments = fresh_segments(args.seed + 1000, args.overhead_segments, args.frames)
-    profiler = cProfile.Profile() if args.profile else None
-    if profiler:
-        profiler.enable()
     sequential = await overhead_run(stack, segments, 1)
-    if profiler:
+    if args.profile:  # a run of its own: the profiler would inflate the measured one's CPU
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await overhead_run(stack, segments, 1)
         profiler.disable()
         out = run_dir / "overhead.pstats"
         profiler.dump_stats(out)
@@ -314,9 +354,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=3, help="engine/stage run pairs, interleaved")
     parser.add_argument("--segments", type=int, default=24, help="segments per caption run")
     parser.add_argument("--frames", type=int, default=4, help="frames per segment")
+    parser.add_argument(
+        "--caption-mode",
+        choices=["warm", "prefill"],
+        default="warm",
+        help="warm: one worker for all runs, segments produced as a burst; prefill: a fresh worker per run, "
+        "started on a filled topic (its engine load puts minutes between the pair's runs)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="first seed of the fresh frames")
     parser.add_argument("--overhead-segments", type=int, default=200, help="segments per overhead run")
-    parser.add_argument("--profile", action="store_true", help="cProfile the sequential overhead run")
+    parser.add_argument("--profile", action="store_true", help="cProfile a further one-in-flight overhead run")
     parser.add_argument("--decode-objects", type=int, default=8, help="objects per decode run")
     parser.add_argument("--decode-seconds", type=float, default=20.0, help="length of the generated 720p video")
     parser.add_argument("--decode-repeat", type=int, default=2, help="rounds of the four decode configurations")

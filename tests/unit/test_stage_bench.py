@@ -107,12 +107,13 @@ def test_verdicts_and_table() -> None:
     assert verdict(0.76, 0.95) == "MISSED"
     assert verdict(4.0, 5.0, higher_is_better=False) == "met"
     assert verdict(math.nan, 5.0) == "n/a"
-    rows = caption_rows([20.0, 22.0], [25.0, 22.0], 24, [4, None])
+    rows = caption_rows([20.0, 22.0], [25.0, 22.0], 24, [4, None], [30.0, 30.0], [40.0, 20.0])
     by_measure = {r.measure: r for r in rows}
     assert by_measure["caption stage / bare engine"].value == pytest.approx(0.9)
     assert by_measure["caption stage / bare engine"].verdict == "MISSED"
+    assert by_measure["caption stage / bare engine, CPU"].value == pytest.approx((0.75 + 1.5) / 2)
     assert by_measure["stage time beyond the engine"].value == pytest.approx(5000 / 24 / 2)
-    assert by_measure["engine calls by the worker"].value == 4
+    assert by_measure["engine steps of the worker"].value == 4
     scaling = scaling_rows([10.0, 12.0], [19.0, 24.0], True, "video-s/s", [0.1, 0.1], [0.1, 0.125])
     by_measure = {r.measure: r for r in scaling}
     assert by_measure["decode scaling 2 vs 1"].value == pytest.approx(1.95)
