@@ -28,6 +28,7 @@ class Page:
     width: float  # PDF units (1/72 in)
     height: float
     colour: RGB  # the whole page is filled with it
+    text_lines: int = 0  # lines of Helvetica text drawn on top, from the top left
 
 
 def coloured_pages(count: int, width: float = 612, height: float = 792) -> list[Page]:
@@ -97,10 +98,14 @@ def build_pdf(
         content_number = 4 + 2 * i
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_number(page.width)} {_number(page.height)}] "
-            f"/Contents {content_number} 0 R >>".encode()
+            f"/Contents {content_number} 0 R /Resources << /Font << /F1 << /Type /Font /Subtype /Type1 "
+            "/BaseFont /Helvetica >> >> >> >>".encode()
         )
         r, g, b = (c / 255 for c in page.colour)
         content = f"{r:.4f} {g:.4f} {b:.4f} rg 0 0 {_number(page.width)} {_number(page.height)} re f".encode()
+        if page.text_lines:
+            lines = " ".join(f"(Line {n}: the quick brown fox jumps over the dog.) '" for n in range(page.text_lines))
+            content += f" 0 g BT /F1 9 Tf 20 {_number(page.height - 20)} Td 11 TL {lines} ET".encode()
         if encryption is not None:
             content = encryption.encrypt(content_number, content)
         objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")

@@ -190,9 +190,10 @@ def test_tiff_limits_pages_and_each_declared_page_size(tmp_path: Path) -> None:
 
 
 def test_pdfs_decode_concurrently_on_threads(tmp_path: Path) -> None:
-    # PDFium is not thread-safe; the decode stage decodes objects on a thread pool.
+    # PDFium is not thread-safe; the decode stage decodes objects on a thread pool. Text is
+    # what breaks it (shared font caches): without the lock this aborts or segfaults.
     path = tmp_path / "three.pdf"
-    path.write_bytes(build_pdf(coloured_pages(3)))
+    path.write_bytes(build_pdf([Page(612, 792, colour, text_lines=60) for colour in PAGE_COLOURS[:3]]))
     script = f"""
 import threading
 from workers.decode.segmenter import SegmentPolicy, decode_segments
@@ -284,12 +285,15 @@ def test_one_stage_thread_per_document_does_not_serialise_other_work() -> None:
     next(first)  # holds page 1, document 1 still open
     other: list[int] = []
     worker = threading.Thread(
+        daemon=True,  # blocked for good if the lock were held across the yield
         target=lambda: other.extend(
             p.page_number  # type: ignore[attr-defined]
             for p in decode_segments(io.BytesIO(data), SegmentPolicy(page_max_pixels=128 * 128))
-        )
+        ),
     )
     worker.start()
-    worker.join(30)
-    assert other == [1, 2]
+    worker.join(10)
+    finished_meanwhile = not worker.is_alive()
     first.close()
+    worker.join(30)
+    assert finished_meanwhile and other == [1, 2]
