@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_chaos_run_loses_nothing_and_redoes_only_killed_work() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "loadtest.chaos", "--objects", "10", "--rate", "0.25", "--kills", "4"]
-        + ["--seconds", "720"],
+        + ["--seconds", "840"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1000,
     )
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
