@@ -186,3 +186,16 @@ async def test_reconcile_rebuilds_redis_from_the_topics(stack_env: StackEndpoint
         assert p_finished is not None and p_finished.state is ObjectState.DONE
     finally:
         await redis.aclose()
+
+
+async def test_reconcile_before_any_topic_exists(stack_env: StackEndpoints, unique: str) -> None:
+    """A fresh deployment (or one whose topics were never created) reconciles to nothing."""
+    env = {
+        **os.environ,
+        **{
+            f"CAPSTREAM_TOPIC_{name}": f"absent-{unique}-{name.lower()}"
+            for name in ("OBJECTS", "SEGMENTS", "CAPTIONS", "EMBEDDINGS")
+        },
+    }
+    counts = await asyncio.to_thread(_reconcile, env)
+    assert counts["objects"] == 0 and counts["segments"] == 0 and counts["malformed"] == 0

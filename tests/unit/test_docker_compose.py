@@ -247,6 +247,7 @@ def parse_vllm_serve(args: list[str]) -> Any:
 
 
 def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> None:
+    from workers.caption.backend import vllm_serve_caption_args
     from workers.settings import CaptionSettings
 
     servers = {name: svc for name, svc in compose["services"].items() if cc.runs_vllm_serve(svc)}
@@ -254,8 +255,12 @@ def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> 
     parsed = {name: parse_vllm_serve(cc.argv(svc["command"])) for name, svc in servers.items()}
     with cc.service_environment(compose["services"]["caption-worker"]):
         caption = CaptionSettings()
-    # The server accepts every frame and the context a caption worker sends.
+    # The server accepts every frame and the context a caption worker sends, as images or as
+    # one video whose frame times ride in the request (what the caption backend says it needs).
     assert parsed["vllm-caption"].limit_mm_per_prompt["image"] >= caption.caption_max_images
+    needed = parse_vllm_serve(["Qwen/Qwen3-VL-4B-Instruct", *vllm_serve_caption_args(caption)])
+    assert parsed["vllm-caption"].limit_mm_per_prompt["video"] >= needed.limit_mm_per_prompt["video"]
+    assert parsed["vllm-caption"].trust_request_mm_kwargs >= needed.trust_request_mm_kwargs
     assert parsed["vllm-caption"].max_model_len >= caption.caption_max_model_len
     assert parsed["vllm-embed"].runner == "pooling"
     with pytest.raises(SystemExit):  # the parser does reject what this vLLM does not know

@@ -93,10 +93,9 @@ async def _read_to_end(bootstrap: str, topic: str) -> AsyncIterator[list[bytes]]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
+        if topic not in await consumer.topics():  # fetches the cluster's metadata
+            return
         partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
             return
