@@ -42,7 +42,8 @@ def test_json_lists_segments_and_frame_times(montage: tuple[Path, list[float]]) 
     assert [sorted(r) for r in rows] == [["end_s", "frame_pts", "index", "reason", "start_s"]] * 3
     assert [r["reason"] for r in rows] == ["cut", "cut", "end"]
     assert [r["end_s"] for r in rows[:-1]] == pytest.approx(cuts, abs=1 / FPS + 1e-6)
-    assert [r["frame_pts"] for r in rows] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    # Qwen3-VL's 2 fps (CAPSTREAM_SAMPLE_FPS) across each 2 s scene.
+    assert [r["frame_pts"] for r in rows] == [[0.0, 0.5, 1.0, 1.5], [2.0, 2.5, 3.0, 3.5], [4.0, 4.5, 5.0, 5.5]]
 
 
 def test_settings_come_from_env(montage: tuple[Path, list[float]]) -> None:
@@ -64,7 +65,7 @@ def test_table_for_people(montage: tuple[Path, list[float]], capsys: pytest.Capt
         assert cmd_segments(path, as_json=False) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "3 segment(s)" in lines[0] and "policy=scene" in lines[0]
-    assert lines[2].split() == ["0", "0.000", "2.000", "cut", "0.000", "1.000"]
+    assert lines[2].split() == ["0", "0.000", "2.000", "cut", "0.000", "0.500", "1.000", "1.500"]
 
 
 def test_unreadable_input_exits_2_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

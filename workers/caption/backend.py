@@ -133,15 +133,19 @@ class OpenAICaptionBackend(OpenAIBackend):
     def __init__(self, settings: CaptionSettings) -> None:
         super().__init__(settings.serving)
         self._settings = settings
-        self._pad_ids: frozenset[int] = frozenset()
+        self._pad_ids: frozenset[int] | None = None
 
-    async def start(self) -> None:
-        await super().start()
-        # The server's ids of the visual placeholder tokens, to count them in each prompt.
-        answer = await self._post_root(
-            "tokenize", {"model": self.model, "prompt": "".join(VISUAL_PAD_TOKENS), "add_special_tokens": False}
-        )
-        self._pad_ids = frozenset(answer.get("tokens") or ())
+    async def _visual_pad_ids(self) -> frozenset[int]:
+        """The server's ids of the visual placeholder tokens, to count them in each prompt.
+
+        Asked on the first caption, not at start: a worker that starts before its server is
+        up waits like any request does (an outage), instead of failing to start."""
+        if self._pad_ids is None:
+            answer = await self._post_root(
+                "tokenize", {"model": self.model, "prompt": "".join(VISUAL_PAD_TOKENS), "add_special_tokens": False}
+            )
+            self._pad_ids = frozenset(answer.get("tokens") or ())
+        return self._pad_ids
 
     async def _post_root(self, path: str, body: dict[str, Any]) -> Any:
         """POST to the server's own endpoints (``/tokenize``), beside the ``/v1`` base URL."""
@@ -152,6 +156,7 @@ class OpenAICaptionBackend(OpenAIBackend):
 
     async def caption(self, messages: ChatMessages) -> CaptionResult:
         s = self._settings
+        pad_ids = await self._visual_pad_ids()
         started = time.perf_counter()
         messages, media_io_kwargs = split_video_metadata(messages)
         request: dict[str, Any] = {
@@ -171,7 +176,7 @@ class OpenAICaptionBackend(OpenAIBackend):
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             latency_s=time.perf_counter() - started,
-            visual_tokens=sum(1 for t in prompt_ids if t in self._pad_ids) if prompt_ids else None,
+            visual_tokens=sum(1 for t in prompt_ids if t in pad_ids) if prompt_ids else None,
             prompt_token_ids=prompt_ids or None,
         )
 
