@@ -227,7 +227,7 @@ def decode_segments(
                 check_resolution(*size, policy, shown)
                 if not info.width or not info.height:
                     info = MediaInfo(info.kind, info.duration_s, size[0], size[1], info.codec, info.fps)
-            if container.format.name == "tiff_pipe" and tiff_page_count(blob) >= 1:
+            if container.format.name == "tiff_pipe" and tiff_page_count(blob) > 1:
                 for page in tiff_pages(blob, policy, shown=shown):
                     segments += 1
                     yield page
