@@ -45,7 +45,11 @@ def frame_problem(frame: Frame, max_pixels: int) -> str | None:
         with Image.open(io.BytesIO(frame.jpeg), formats=["JPEG"]) as img:
             if img.size != declared:
                 return f"JPEG is {img.size[0]}x{img.size[1]}, declared {frame.width}x{frame.height}"
-            # Within budget (== declared): decoding now finds truncated or corrupt data.
+            # Within budget (== declared): decoding now finds truncated or corrupt data. At 1/8
+            # scale: libjpeg still reads every entropy-coded block (what truncation and bad
+            # data break) but skips most of the inverse DCT and colour work: 0.89 -> 0.53 ms CPU
+            # per 576x320 photo frame (min of 5x200), the largest cost of a segment outside the model.
+            img.draft("RGB", (max(1, frame.width // 8), max(1, frame.height // 8)))
             img.load()
     except UnidentifiedImageError:  # its message names a BytesIO address: say what came instead
         return f"not a JPEG (starts with {frame.jpeg[:8]!r})"
