@@ -1,7 +1,7 @@
 """Poison inputs against the REAL in-process engines (tiny Qwen3-VL, MiniLM on vLLM CPU):
 they fail alone and are never taken for a broken engine, also before any request has
-succeeded (the built-in canary is a request the real engine completes). A request that
-times out is aborted in the real engine, so it stops holding a slot.
+succeeded (the built-in canary is a request the real engine completes). A request whose
+caller gave up (its timeout) is aborted in the real engine, so it stops holding a slot.
 
 The caption poison bypasses the stage's frame check on purpose: it stands for whatever input
 the check cannot foresee. Every poison is made here; nothing binary is committed.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import io
 import random
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,6 @@ from workers.embed.backend import VllmEmbedBackend
 from workers.offline_profile import offline_env
 from workers.runtime.continuous import engine_thread
 from workers.runtime.errors import FatalWorkerError
-from workers.runtime.model_backend import VllmBackend
 from workers.settings import CaptionSettings, EmbedSettings
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +62,7 @@ async def test_real_engines_blame_poison_on_the_input(offline: None) -> None:
         await embedder.start()
         await _caption_poison_is_the_inputs_fault(captioner)
         await _overlong_text_is_the_inputs_fault(embedder)
-        await _a_timed_out_request_leaves_the_engine(captioner, _image_message(_jpeg(3)))
+        await _a_request_given_up_on_leaves_the_engine(captioner, _image_message(_jpeg(3)))
     finally:
         await captioner.close()
         await embedder.close()
@@ -96,19 +94,32 @@ async def _fails_as_the_inputs_fault(call: Callable[[Any], Awaitable[object]], p
         assert not isinstance(info.value, FatalWorkerError), info.value
 
 
-async def _a_timed_out_request_leaves_the_engine(engine: VllmBackend[Any, Any], request: Any) -> None:
-    patient = engine.serving
-    engine.serving = dataclasses.replace(patient, request_timeout_s=0.001)  # gives up before its result
+async def _a_request_given_up_on_leaves_the_engine(engine: VllmCaptionBackend, request: ChatMessages) -> None:
+    """What a request timeout does (cancels the wait), on a caption that would run 1500 steps."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    usual = engine._sampling
+    engine._sampling = SamplingParams(
+        max_tokens=1500, min_tokens=1500, ignore_eos=True, output_kind=RequestOutputKind.FINAL_ONLY
+    )
     try:
-        with pytest.raises(TimeoutError):
-            await engine._submit(request)
+        waiting = asyncio.create_task(engine._submit(request))
+        assert await _engine_holds_requests(engine, until=True), "the request never reached the engine"
     finally:
-        engine.serving = patient
-    llm_engine = engine._llm.llm_engine
-    for _ in range(200):  # aborted at the next step
-        if not await asyncio.get_running_loop().run_in_executor(engine._executor, llm_engine.has_unfinished_requests):
-            break
-        await asyncio.sleep(0.01)
-    else:
-        pytest.fail("the timed-out request still holds a slot in the engine")
+        engine._sampling = usual
+    waiting.cancel()
+    assert await _engine_holds_requests(engine, until=False), "the abandoned request still holds a slot"
     assert (await engine._submit(request)).completion_tokens
+
+
+async def _engine_holds_requests(engine: VllmCaptionBackend, until: bool, hops: int = 50) -> bool:
+    """Asks the engine thread (between steps) whether the engine holds requests, until it answers
+    ``until``; whether it did within ``hops`` asks."""
+    llm_engine = engine._llm.llm_engine
+    for _ in range(hops):
+        holds = await asyncio.get_running_loop().run_in_executor(engine._executor, llm_engine.has_unfinished_requests)
+        if holds == until:
+            return True
+        await asyncio.sleep(0.05)
+    return False
