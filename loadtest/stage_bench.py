@@ -50,7 +50,7 @@ OVERHEAD_P50_GOAL_MS = 5.0
 PINNED_SCALING_GOAL = 1.8
 # The engine code the caption worker runs: recorded with the figures, since it changes.
 ENGINE_FILES = (
-    "workers/runtime/microbatch.py",
+    "workers/runtime/continuous.py",
     "workers/runtime/model_backend.py",
     "workers/caption/backend.py",
     "workers/caption/stage.py",

@@ -20,10 +20,10 @@ from workers.decode.stage import DecodeStage
 from workers.embed.backend import make_embed_backend
 from workers.embed.stage import EmbedStage
 from workers.index.stage import IndexParts, IndexStage, RemovalStage
+from workers.runtime.continuous import engine_thread
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
 from workers.runtime.metrics import WorkerMetrics
-from workers.runtime.microbatch import engine_thread
 from workers.settings import (
     BridgeSettings,
     CaptionSettings,

@@ -134,7 +134,7 @@ def build_canary_messages(instruction: str) -> ChatMessages:
     """A request a healthy engine always completes: one small grey frame, the real prompt.
 
     The engine's batcher runs it after a request failed, before any request has succeeded,
-    to tell a poison input from a broken engine (``workers.runtime.microbatch``).
+    to tell a poison input from a broken engine (``workers.runtime.continuous``).
     """
     jpeg = io.BytesIO()
     Image.new("RGB", (64, 64), (128, 128, 128)).save(jpeg, format="JPEG")
