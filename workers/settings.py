@@ -245,6 +245,13 @@ class CaptionSettings(ModelStageSettings):
         default="video",
         description="a video segment's frames as one Qwen3-VL video (half the visual tokens) or as timed images",
     )
+    caption_format: Literal["text", "structured"] = Field(
+        default="text",
+        description="prose, or JSON (summary, objects, actions, on-screen text, timed events) by guided decoding",
+    )
+    caption_structured_max_tokens: int = Field(
+        default=4096, ge=160, description="completion tokens a structured caption may take; sets its length bounds"
+    )
     # Full HD: 10x the decoder's 448² frames, so outside producers may send larger ones, yet
     # 8 such frames (~2k visual tokens each at 32x32 px per token) stay within half the
     # default context, and one decoded frame is ~6 MB of RGB, never a decompression bomb.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from workers.caption.prompt import ChatMessages, MediaIOKwargs, build_canary_messages, split_video_metadata
+from workers.caption.structured import STRUCTURED_OUTPUTS_CONFIG, openai_response_format, split_response_schema
 from workers.runtime.continuous import OnStep
 from workers.runtime.model_backend import OpenAIBackend, VllmBackend
 from workers.runtime.stage import ModelBackend
@@ -44,7 +45,8 @@ def vllm_serve_caption_args(settings: CaptionSettings) -> list[str]:
     """The ``vllm serve`` arguments the caption requests need: room for a segment's frames as
     images or as one video, and per-request ``media_io_kwargs`` (the video's frame times)."""
     limits = {"image": settings.caption_max_images, "video": 1}
-    return ["--limit-mm-per-prompt", json.dumps(limits), "--trust-request-mm-kwargs"]
+    structured = ["--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG)]
+    return ["--limit-mm-per-prompt", json.dumps(limits), "--trust-request-mm-kwargs", *structured]
 
 
 class CaptionBackend(ModelBackend, Protocol):
@@ -66,6 +68,7 @@ class VllmCaptionBackend(VllmBackend[ChatMessages, CaptionResult]):
             "max_model_len": s.caption_max_model_len,
             "limit_mm_per_prompt": {"image": s.caption_max_images, "video": 1},
             "mm_processor_cache_gb": 0,
+            "structured_outputs_config": STRUCTURED_OUTPUTS_CONFIG,  # workers.caption.structured
         }
 
     def _load(self) -> None:
@@ -85,10 +88,20 @@ class VllmCaptionBackend(VllmBackend[ChatMessages, CaptionResult]):
         # LLM.chat's own rendering (chat template, media fetched from their data URLs and
         # processed; a bad frame raises here, for this request alone), plus the request's
         # media_io_kwargs, which LLM.chat only takes per engine.
+        request, schema = split_response_schema(request)
+        sampling = self._sampling if schema is None else self._structured_sampling(schema)
         messages, media_io_kwargs = split_video_metadata(request)
         if media_io_kwargs is None:
-            return self._llm._preprocess_chat_one(messages), self._sampling
-        return self._render_with_media_io(messages, media_io_kwargs), self._sampling
+            return self._llm._preprocess_chat_one(messages), sampling
+        return self._render_with_media_io(messages, media_io_kwargs), sampling
+
+    def _structured_sampling(self, schema: dict[str, Any]) -> Any:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        sampling = self._sampling.clone()
+        sampling.max_tokens = self._settings.caption_structured_max_tokens
+        sampling.structured_outputs = StructuredOutputsParams(json=schema)
+        return sampling
 
     def _render_with_media_io(self, messages: ChatMessages, media_io_kwargs: MediaIOKwargs) -> Any:
         """``LLM._preprocess_chat_one`` (vLLM 0.32) with per-request ``media_io_kwargs``, as the
@@ -158,14 +171,17 @@ class OpenAICaptionBackend(OpenAIBackend):
         s = self._settings
         pad_ids = await self._visual_pad_ids()
         started = time.perf_counter()
+        messages, schema = split_response_schema(messages)
         messages, media_io_kwargs = split_video_metadata(messages)
         request: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            "max_tokens": s.caption_max_tokens,
+            "max_tokens": s.caption_max_tokens if schema is None else s.caption_structured_max_tokens,
             "temperature": s.caption_temperature,
             "return_token_ids": True,
         }
+        if schema is not None:
+            request["response_format"] = openai_response_format(schema)
         if media_io_kwargs is not None:
             request["media_io_kwargs"] = media_io_kwargs
         body = await self._post("chat/completions", request)
