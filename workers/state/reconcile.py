@@ -8,9 +8,9 @@ replays that history through the same Lua scripts the workers use (``ProgressSto
 idempotent and order-free, so reconciling twice, or while workers run, counts nothing twice.
 
 Steps:
-1. Read each topic from its beginning to its end offsets at the start (no consumer group:
-   the workers' offsets are untouched). Segment batches are read for their identifying fields
-   only; their frames are skipped.
+1. Read each topic from its beginning until a fetch brings nothing and every partition is at
+   its end offset (no consumer group: the workers' offsets are untouched). Segment batches
+   are read for their identifying fields only; their frames are skipped.
 2. Per object: start its progress, mark every segment decoded, set the total once the
    decoder's final segment (``reason == "end"``) is on the topic, mark captioned and embedded
    segments, restore the result view; objects whose decode finished or was dead-lettered get
@@ -89,7 +89,13 @@ class ReconcileCounts:
 
 
 async def _read_to_end(bootstrap: str, topic: str) -> AsyncIterator[list[bytes]]:
-    """Every record value of ``topic``, in batches, up to its end offsets at the start."""
+    """Every record value of ``topic``, in batches, until a fetch brings nothing and every
+    partition's position has reached its end offset, asked again at that moment.
+
+    Not only up to the end offsets asked at the start: a broker just restarted (Tansu on S3
+    storage, seen in the chaos run) can answer low end offsets for a moment, and a reconcile
+    that stopped there would skip history it must replay. Records appended meanwhile are
+    read too, which the idempotent replay allows."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -100,19 +106,17 @@ async def _read_to_end(bootstrap: str, topic: str) -> AsyncIterator[list[bytes]]
         if not tps:
             return
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=_BATCH)
-            values: list[bytes] = []
-            for tp, records in batch.items():
-                values += [r.value or b"" for r in records if r.offset < ends[tp]]
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=_BATCH)
+            values = [r.value or b"" for records in batch.values() for r in records]
             if values:
                 yield values
+                continue
+            ends = await consumer.end_offsets(tps)
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                return
     finally:
         await consumer.stop()
 
