@@ -1,19 +1,28 @@
 """Structured captions without a model: the per-segment JSON schema (time bounds, size bounds
 that fit the token budget), reading a reply back (clamped events, cut-off replies), the text
-rendered for search, and a BM25 search that finds a caption by its on-screen text."""
+rendered for search, a BM25 search that finds a caption by its on-screen text, and the caption
+stage's wiring (with a model stand-in; the real model is in tests/integration)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import structlog
+from PIL import Image
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from schemas.captions import Caption, CaptionEvent, CaptionStructure
+from schemas.segments import Frame, SegmentBatch
 from tests.search_fixtures import DOCS, Doc, build_table, embed
+from workers.caption.backend import CaptionResult
+from workers.caption.prompt import ChatMessages
+from workers.caption.stage import CaptionStage
 from workers.caption.structured import (
     RESPONSE_SCHEMA_KEY,
     StructureLimits,
@@ -24,7 +33,9 @@ from workers.caption.structured import (
     split_response_schema,
     with_response_schema,
 )
+from workers.runtime.stage import RecordContext
 from workers.search.query import SearchQuery, search_table
+from workers.settings import CaptionSettings
 
 BUDGETS = [160, 192, 256, 1000, 2048, 4096, 8192]
 
@@ -171,3 +182,80 @@ def test_search_finds_a_caption_by_its_on_screen_text_and_events(tmp_path: Path,
     vector = embed([query])[0] if mode == "hybrid" else None
     hits = search_table(table, SearchQuery(q=query, mode=mode, k=3), vector)  # type: ignore[arg-type]
     assert hits and hits[0].segment_id == station.segment_id, [h.caption for h in hits]
+
+
+class JsonReplyBackend:
+    """A model stand-in for the stage's wiring: replies ``reply`` and keeps the requests."""
+
+    name = "vllm"
+    model = "stand-in"
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.calls: list[ChatMessages] = []
+
+    async def start(self) -> None: ...
+
+    async def caption(self, messages: ChatMessages) -> CaptionResult:
+        self.calls.append(messages)
+        return CaptionResult(text=self.reply, prompt_tokens=1, completion_tokens=9, latency_s=0.0)
+
+    async def close(self) -> None: ...
+
+
+def _segment(kind: str, start: float, end: float) -> SegmentBatch:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(jpeg, format="JPEG")
+    frame = Frame(index=0, pts_s=start, width=64, height=48, jpeg=jpeg.getvalue())
+    return SegmentBatch(
+        object_id="o",
+        segment_id=f"o-{kind}",
+        segment_index=0,
+        source_uri="s3://media/o",
+        media_kind=kind,  # type: ignore[arg-type]
+        start_s=start,
+        end_s=end,
+        reason="end",
+        frames=[frame],
+        page_number=1 if kind == "page" else None,
+    )
+
+
+async def _run(settings: CaptionSettings, segment: SegmentBatch, reply: str) -> tuple[Caption, JsonReplyBackend]:
+    backend = JsonReplyBackend(reply)
+    stage = CaptionStage(settings, Redis(), backend)  # Redis() connects lazily: never here
+    ctx = RecordContext(
+        topic="media.segments", partition=0, offset=0, key="o", value=b"", attempt=1, log=structlog.get_logger()
+    )
+    return await stage.run_model(segment, ctx, structlog.get_logger()), backend
+
+
+STATION_REPLY = STATION.model_dump_json()
+STRUCTURED = CaptionSettings(caption_format="structured")
+
+
+async def test_the_stage_asks_for_the_segments_schema_and_keeps_the_structure() -> None:
+    caption, backend = await _run(STRUCTURED, _segment("video", 1.0, 5.0), STATION_REPLY)
+    _, schema = split_response_schema(backend.calls[0])
+    assert schema == response_schema(1.0, 5.0, STRUCTURED.caption_structured_max_tokens)
+    assert caption.caption_format == "structured" and caption.structure == STATION
+    assert caption.text == render_text(STATION)  # what the embed stage embeds and the index's BM25 holds
+
+
+async def test_the_stage_clamps_events_the_reply_put_outside() -> None:
+    reply = STATION.model_copy(update={"events": [CaptionEvent(start_s=0.0, end_s=9.0, description="d")]})
+    caption, _ = await _run(STRUCTURED, _segment("video", 1.0, 5.0), reply.model_dump_json())
+    assert caption.structure and [(e.start_s, e.end_s) for e in caption.structure.events] == [(1.0, 5.0)]
+
+
+async def test_a_cut_off_reply_stays_searchable_as_text() -> None:
+    caption, _ = await _run(STRUCTURED, _segment("video", 1.0, 5.0), '{"summary":"A train wai')
+    assert caption.caption_format == "structured" and caption.structure is None
+    assert caption.text == '{"summary":"A train wai'
+
+
+async def test_text_format_and_pages_ask_for_prose() -> None:
+    for settings, kind in [(CaptionSettings(), "video"), (STRUCTURED, "page")]:
+        caption, backend = await _run(settings, _segment(kind, 0.0, 0.0 if kind == "page" else 2.0), "Prose.")
+        assert split_response_schema(backend.calls[0])[1] is None
+        assert caption.caption_format == "text" and caption.structure is None and caption.text == "Prose."
