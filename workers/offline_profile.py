@@ -15,6 +15,8 @@ def offline_env() -> dict[str, str]:
         "CAPSTREAM_CAPTION_MODEL_NAME": "capstream/tiny-random-qwen3-vl",
         "CAPSTREAM_CAPTION_BACKEND": "vllm",
         "CAPSTREAM_CAPTION_MAX_TOKENS": "24",
+        # Structured captions must fit the tiny model's 2048-token context with the frames.
+        "CAPSTREAM_CAPTION_STRUCTURED_MAX_TOKENS": "192",
         "CAPSTREAM_CAPTION_ENGINE_ARGS": json.dumps({"max_model_len": 2048, "enforce_eager": True}),
         "CAPSTREAM_EMBED_MODEL": str(minilm_model_dir()),
         "CAPSTREAM_EMBED_MODEL_NAME": "sentence-transformers/all-MiniLM-L6-v2",

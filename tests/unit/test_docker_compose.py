@@ -261,6 +261,7 @@ def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> 
     needed = parse_vllm_serve(["Qwen/Qwen3-VL-4B-Instruct", *vllm_serve_caption_args(caption)])
     assert parsed["vllm-caption"].limit_mm_per_prompt["video"] >= needed.limit_mm_per_prompt["video"]
     assert parsed["vllm-caption"].trust_request_mm_kwargs >= needed.trust_request_mm_kwargs
+    assert parsed["vllm-caption"].structured_outputs_config == needed.structured_outputs_config
     assert parsed["vllm-caption"].max_model_len >= caption.caption_max_model_len
     assert parsed["vllm-embed"].runner == "pooling"
     with pytest.raises(SystemExit):  # the parser does reject what this vLLM does not know
