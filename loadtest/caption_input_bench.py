@@ -39,8 +39,8 @@ import structlog
 from PIL import Image
 from redis.asyncio import Redis
 
+from loadtest import media_factory as mf
 from schemas.segments import Frame, SegmentBatch
-from tests import media_factory as mf
 from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import CaptionInput, build_caption_messages
 from workers.caption.stage import CaptionStage

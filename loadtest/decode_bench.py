@@ -31,7 +31,7 @@ from pathlib import Path
 
 import av
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.frames import target_size
 from workers.decode.segmenter import SegmentPolicy, decode_segments
 from workers.decode.threaded import iterate_in_thread

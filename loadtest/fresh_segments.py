@@ -17,9 +17,9 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from loadtest import media_factory as mf
 from schemas.ids import segment_id
 from schemas.segments import Frame, SegmentBatch
-from tests import media_factory as mf
 from workers.decode.frames import encode_jpeg, target_size
 from workers.settings import DecodeSettings
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.media_factory import make_image, make_montage_video, make_short_clip, photos
+from loadtest.media_factory import make_image, make_montage_video, make_short_clip, photos
 
 SAMPLES = Path(__file__).resolve().parent.parent / "workers" / "samples"
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from loadtest.chaos.verifier import Span
-from tests.media_factory import PHOTO_NAMES, RGB, make_corrupt_file, make_montage_video, photo, resized
+from loadtest.media_factory import PHOTO_NAMES, RGB, make_corrupt_file, make_montage_video, photo, resized
 
 FPS = 12
 SIZE = (192, 144)  # small frames: the 2-core machine runs the whole stack and the engines

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from tests.media_factory import PHOTO_NAMES, RGB, make_montage_video, photo, resized
+from loadtest.media_factory import PHOTO_NAMES, RGB, make_montage_video, photo, resized
 
 Kind = Literal["montage", "clip", "jpeg", "png"]
 # Videos are what the pipeline is for; stills are the cheap, common case.

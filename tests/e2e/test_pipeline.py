@@ -17,12 +17,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from loadtest.media_factory import make_corrupt_file, make_image, make_montage_video, make_short_clip, photos
 from schemas.captions import Caption
 from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
 from schemas.progress import ObjectState
 from schemas.segments import SegmentBatch
-from tests.media_factory import make_corrupt_file, make_image, make_montage_video, make_short_clip, photos
 from workers.cli.submit import Submitted, submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.index.writer import SegmentIndex

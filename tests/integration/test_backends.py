@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.media_factory import make_montage_video, photos
 from schemas.events import ObjectCreated
 from schemas.segments import SegmentBatch
-from tests.media_factory import make_montage_video, photos
 from workers.caption.backend import OpenAICaptionBackend, VllmCaptionBackend
 from workers.caption.prompt import build_caption_messages
 from workers.decode.segmenter import SegmentPolicy, decode_segments

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from loadtest.media_factory import make_montage_video, photos
 from schemas.segments import Frame, SegmentBatch
-from tests.media_factory import make_montage_video, photos
 from workers.caption.backend import (
     CaptionResult,
     OpenAICaptionBackend,

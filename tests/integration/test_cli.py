@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media_factory import make_image
+from loadtest.media_factory import make_image
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from loadtest.media_factory import make_image
 from schemas.progress import ObjectState
-from tests.media_factory import make_image
 from workers.cli.dlq import read_letters, replay, select
 from workers.decode.stage import DecodeStage
 from workers.localstack import StackEndpoints

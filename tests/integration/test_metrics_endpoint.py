@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.media_factory import make_image
+from loadtest.media_factory import make_image
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import ensure_topics

@@ -20,11 +20,11 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from loadtest.media_factory import make_image
 from schemas.base import Message
 from schemas.dead_letter import DeadLetter
 from schemas.events import ObjectCreated
 from schemas.progress import ObjectState
-from tests.media_factory import make_image
 from tests.stack_s3 import stack_s3_client
 from workers.cli.dlq import read_letters
 from workers.decode.segmenter import SegmentPolicy, decode_segments

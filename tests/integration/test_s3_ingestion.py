@@ -24,10 +24,10 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from loadtest.media_factory import make_image, make_short_clip
 from schemas.events import ObjectCreated, parse_event
 from schemas.progress import ObjectProgress, ObjectState
 from schemas.segments import SegmentBatch
-from tests.media_factory import make_image, make_short_clip
 from tests.stack_s3 import stack_s3_client
 from workers.cli.submit import wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker

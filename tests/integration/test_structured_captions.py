@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.media_factory import make_montage_video, photos
 from schemas.captions import CaptionStructure
 from schemas.segments import Frame, SegmentBatch
-from tests.media_factory import make_montage_video, photos
 from workers.caption.backend import CaptionResult, OpenAICaptionBackend, VllmCaptionBackend, vllm_serve_caption_args
 from workers.caption.prompt import build_caption_messages
 from workers.caption.structured import parse_structure, render_text, with_response_schema

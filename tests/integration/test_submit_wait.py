@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from loadtest.media_factory import make_image
 from schemas.progress import ObjectProgress, ObjectState
-from tests.media_factory import make_image
 from workers.cli.submit import wait_for
 from workers.localstack import StackEndpoints
 from workers.settings import S3Settings

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings

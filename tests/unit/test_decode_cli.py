@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.cli.segments import cmd_segments
 
 FPS = 24

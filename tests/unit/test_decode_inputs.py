@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
 
 FPS = 24

@@ -13,7 +13,7 @@ from PIL import Image
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.packets import PacketFeed
 from workers.decode.segmenter import DecodedSegment, SegmentPolicy, decode_segments
 from workers.decode.stage import segment_policy

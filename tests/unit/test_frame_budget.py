@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode.sampling import frame_pixels, segment_window_s
 from workers.decode.segmenter import DecodedSegment, SegmentPolicy, decode_segments
 from workers.decode.stage import segment_policy

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtest import media_factory as mf
 from schemas.events import ObjectCreated
-from tests import media_factory as mf
 from workers.decode.http_reader import HttpReader, SourceUnreachable, open_http_source
 from workers.decode.segmenter import SegmentPolicy, decode_segments
 from workers.decode.source import ObjectSource

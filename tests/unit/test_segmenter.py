@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests import media_factory as mf
+from loadtest import media_factory as mf
 from workers.decode import segmenter
 from workers.decode.allowlist import FORMAT_WHITELIST
 from workers.decode.container import URL_OPTIONS, open_media, redact

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loadtest.media_factory import make_image
 from schemas.base import THUMBNAIL_MAX_BYTES
-from tests.media_factory import make_image
 from workers.decode.segmenter import SegmentPolicy, decode_segments
 from workers.decode.thumbnail import LONG_SIDE, make_thumbnail
 
