@@ -1,7 +1,10 @@
-"""Small, real test media built on the fly: photo montages, clips, stills, broken and audio-only files.
+"""Small, real media built on the fly: photo montages, clips, stills, broken and audio-only files.
 
-Photographs come from ``skimage.data`` (bundled with scikit-image, no download); video is
-encoded with PyAV (libx264 when the wheel has it, else mpeg4).
+The benchmarks and the tests both feed the pipeline this media, so it lives with the
+benchmarks: they run on the main dependencies alone (the tests may import loadtest, loadtest
+never imports the tests). The photographs are scikit-image's sample pictures (public domain or
+CC0, see ``skimage.data``), kept as JPEGs in ``data/photos`` (long side at most 640 px);
+video is encoded with PyAV (libx264 when the wheel has it, else mpeg4).
 """
 
 from __future__ import annotations
@@ -17,21 +20,17 @@ import numpy.typing as npt
 from av.audio.stream import AudioStream
 from av.video.stream import VideoStream
 from PIL import Image
-from skimage import data as skdata
 
 RGB = npt.NDArray[np.uint8]
 
+PHOTOS_DIR = Path(__file__).parent / "data" / "photos"
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "coins", "camera", "hubble_deep_field", "page")
 
 
 def photo(name: str) -> RGB:
-    """A skimage.data photograph as an RGB uint8 array."""
-    image = np.asarray(getattr(skdata, name)())
-    if image.dtype != np.uint8:
-        image = (image.astype(np.float64) / max(1.0, float(image.max())) * 255).astype(np.uint8)
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3])
+    """The photograph ``name`` (one of PHOTO_NAMES) as an RGB uint8 array."""
+    with Image.open(PHOTOS_DIR / f"{name}.jpg") as image:
+        return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def photos(n: int = 4) -> list[RGB]:

@@ -1,6 +1,6 @@
 """Regenerate the demo's sample media in workers/samples/: ``python -m tests.make_samples``.
 
-Real photographs from scikit-image, encoded with PyAV; small enough to keep in git.
+Real photographs (loadtest/data/photos), encoded with PyAV; small enough to keep in git.
 """
 
 from __future__ import annotations
