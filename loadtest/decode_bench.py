@@ -32,8 +32,9 @@ from pathlib import Path
 import av
 
 from loadtest import media_factory as mf
+from workers.decode.dispatch import decode_segments
 from workers.decode.frames import target_size
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.logging import configure_logging
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
+import random
 import resource
 import sys
 import threading
@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
-from PIL import Image
 
+from loadtest.fresh_frames import freshened
 from schemas.segments import Frame, SegmentBatch
 from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import build_caption_messages
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.stage import segment_policy
 from workers.embed.backend import VllmEmbedBackend
 from workers.engine_version import VLLM_VERSION, installed_vllm_version
@@ -128,20 +129,6 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fresh_frame(frame: Frame, salt: int) -> Frame:
-    """The same picture with a few pixels set from ``salt``: another image to every cache,
-    the same size and cost to the model."""
-    with Image.open(io.BytesIO(frame.jpeg)) as img:
-        rgb = img.convert("RGB")
-    block = 8  # JPEG's block: the mark survives compression
-    for i in range(3):
-        shade = (salt >> (8 * i)) & 0xFF
-        rgb.paste((shade, 255 - shade, (shade * 7) & 0xFF), (i * block, 0, (i + 1) * block, block))
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=90)
-    return frame.model_copy(update={"jpeg": out.getvalue()})
-
-
 def shape_caption_load(samples: Sequence[SegmentBatch], count: int, first: int = 0) -> list[SegmentBatch]:
     """Segments ``first`` .. ``first + count - 1`` of a load cycling through ``samples`` (so the
     mix of media kinds and lengths is theirs), each with frames no other segment has."""
@@ -150,8 +137,8 @@ def shape_caption_load(samples: Sequence[SegmentBatch], count: int, first: int =
     load = []
     for i in range(first, first + count):
         base = samples[i % len(samples)]
-        # Up to 64 frames per segment (the decoder sends at most max_frames, 8 by default).
-        frames = [fresh_frame(f, i * 64 + j + 1) for j, f in enumerate(base.frames)]
+        rng = random.Random(i)
+        frames = [freshened(f, rng) for f in base.frames]
         load.append(base.model_copy(update={"segment_id": f"bench-{i}", "frames": frames}))
     return load
 

@@ -14,7 +14,8 @@ from schemas.events import ObjectCreated
 from schemas.segments import SegmentBatch
 from workers.caption.backend import OpenAICaptionBackend, VllmCaptionBackend
 from workers.caption.prompt import build_caption_messages
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.stage import _to_batch
 from workers.embed.backend import OpenAIEmbedBackend, VllmEmbedBackend
 from workers.localstack import ManagedProcess, free_port, stop_process

@@ -23,7 +23,8 @@ from workers.caption.backend import (
     vllm_serve_caption_args,
 )
 from workers.caption.prompt import CaptionInput, build_caption_messages
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.localstack import free_port, stop_process
 from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
 from workers.offline_profile import offline_env

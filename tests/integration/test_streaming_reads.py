@@ -34,7 +34,7 @@ import asyncio, json, sys
 import av
 from schemas.events import ObjectCreated
 from workers.decode.container import open_media
-from workers.decode.segmenter import decode_segments
+from workers.decode.dispatch import decode_segments
 from workers.decode.source import ObjectSource
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings

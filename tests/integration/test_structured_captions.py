@@ -22,7 +22,8 @@ from schemas.segments import Frame, SegmentBatch
 from workers.caption.backend import CaptionResult, OpenAICaptionBackend, VllmCaptionBackend, vllm_serve_caption_args
 from workers.caption.prompt import build_caption_messages
 from workers.caption.structured import parse_structure, render_text, with_response_schema
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.localstack import free_port, stop_process
 from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
 from workers.offline_profile import offline_env

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from loadtest import media_factory as mf
-from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
 
 
 class _Counter(http.server.BaseHTTPRequestHandler):

@@ -23,7 +23,9 @@ import pytest
 from PIL import Image
 
 from loadtest import media_factory as mf
-from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings
 
@@ -96,7 +98,9 @@ def webp_canvas_bomb(width: int = 16000, height: int = 16000) -> bytes:
 # Runs in the child: the production entry point, then the child's own peak RSS.
 _CHILD = """
 import json, sys, time
-from workers.decode.segmenter import MediaError, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
 started = time.perf_counter()
 outcome = {"reason": None, "message": ""}
 try:

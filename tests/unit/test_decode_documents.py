@@ -26,10 +26,12 @@ from schemas.events import ObjectCreated
 from schemas.segments import SegmentBatch
 from tests.document_factory import PAGE_COLOURS, Page, build_pdf, build_tiff, coloured_pages
 from tests.unit.test_decode_bombs import decode_in_child
+from workers.decode.dispatch import decode_segments
 from workers.decode.document_source import DocumentUnreadable, local_copy
-from workers.decode.documents import render_scale
-from workers.decode.sampling import SegmentFrame
-from workers.decode.segmenter import DecodedPage, DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.documents import DecodedPage, render_scale
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment, SegmentFrame
 from workers.decode.stage import _to_batch, segment_policy
 from workers.settings import CaptionSettings, DecodeSettings
 
@@ -196,7 +198,8 @@ def test_pdfs_decode_concurrently_on_threads(tmp_path: Path) -> None:
     path.write_bytes(build_pdf([Page(612, 792, colour, text_lines=60) for colour in PAGE_COLOURS[:3]]))
     script = f"""
 import threading
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 results = []
 def run():
     for _ in range(15):

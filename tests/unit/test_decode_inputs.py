@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from loadtest import media_factory as mf
-from workers.decode.segmenter import DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment
 
 FPS = 24
 SIZE = (320, 240)

@@ -14,8 +14,10 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from loadtest import media_factory as mf
+from workers.decode.dispatch import decode_segments
 from workers.decode.packets import PacketFeed
-from workers.decode.segmenter import DecodedSegment, SegmentPolicy, decode_segments
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from loadtest import media_factory as mf
-from workers.decode.sampling import frame_pixels, segment_window_s
-from workers.decode.segmenter import DecodedSegment, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment, frame_pixels, segment_window_s
 from workers.decode.stage import segment_policy
 from workers.models.tiny_qwen3_vl import (
     MERGE_SIZE,

@@ -14,8 +14,9 @@ import pytest
 
 from loadtest import media_factory as mf
 from schemas.events import ObjectCreated
+from workers.decode.dispatch import decode_segments
 from workers.decode.http_reader import HttpReader, SourceUnreachable, open_http_source
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.source import ObjectSource
 from workers.localstack import free_port
 from workers.runtime.errors import PermanentError

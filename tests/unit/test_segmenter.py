@@ -21,16 +21,13 @@ from PIL import Image, ImageOps
 from loadtest import media_factory as mf
 from workers.decode import segmenter
 from workers.decode.allowlist import FORMAT_WHITELIST
-from workers.decode.container import URL_OPTIONS, open_media, redact
+from workers.decode.container import URL_OPTIONS, MediaInfo, open_media, redact
+from workers.decode.dispatch import decode_segments
+from workers.decode.errors import MediaError
 from workers.decode.frames import MIN_QUALITY, encode_jpeg, encode_within_budget, target_size, uniform_indices
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment
 from workers.decode.scenes import CutDetector
-from workers.decode.segmenter import (
-    DecodedSegment,
-    MediaError,
-    MediaInfo,
-    SegmentPolicy,
-    decode_segments,
-)
 
 FPS = 24
 

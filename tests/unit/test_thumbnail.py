@@ -10,7 +10,8 @@ from PIL import Image
 
 from loadtest.media_factory import make_image
 from schemas.base import THUMBNAIL_MAX_BYTES
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.thumbnail import LONG_SIDE, make_thumbnail
 
 

@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workers.decode.segmenter import DecodedPage, DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.documents import DecodedPage
+from workers.decode.errors import MediaError
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment
 from workers.decode.stage import segment_policy
 from workers.settings import DecodeSettings
 

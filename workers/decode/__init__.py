@@ -1,1 +1,1 @@
-"""Decode stage: media objects -> segments of JPEG frames (``segmenter`` is the pure, blocking core)."""
+"""Decode stage: media objects -> segments of JPEG frames (``dispatch.decode_segments`` is the pure, blocking core)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from io import RawIOBase
-from typing import TYPE_CHECKING, BinaryIO, Final, Literal
+from typing import BinaryIO, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -23,9 +23,7 @@ from av.video.stream import VideoStream
 
 from workers.decode.allowlist import FILE_PROTOCOLS, NO_PROTOCOLS, URL_PROTOCOLS, forced_format, open_options
 from workers.decode.errors import MediaError
-
-if TYPE_CHECKING:
-    from workers.decode.segmenter import SegmentPolicy
+from workers.decode.policy import SegmentPolicy
 
 # Range-request streaming for presigned URLs. FFmpeg's http protocol otherwise asks for an
 # open-ended range (`bytes=N-`), so the server sends the rest of the object, and every seek

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO, RawIOBase
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import BinaryIO, Final
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_raw
@@ -43,11 +43,9 @@ from workers.decode.container import check_resolution
 from workers.decode.document_source import local_copy
 from workers.decode.errors import MediaError
 from workers.decode.frames import encode_within_budget, frame_to_image, target_size
+from workers.decode.policy import SegmentPolicy
 from workers.decode.sampling import DecodedSegment, SegmentFrame
 from workers.decode.thumbnail import make_thumbnail
-
-if TYPE_CHECKING:
-    from workers.decode.segmenter import SegmentPolicy
 
 _PDFIUM: Final = threading.Lock()
 _POINTS_PER_INCH: Final = 72.0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from av.video.reformatter import VideoReformatter
 from PIL import Image
@@ -29,12 +29,10 @@ from workers.decode.container import MediaInfo, check_resolution
 from workers.decode.errors import MediaError
 from workers.decode.frames import display_size, encode_within_budget, frame_to_image, target_size, uniform_indices
 from workers.decode.packets import PacketFeed
+from workers.decode.policy import SegmentPolicy
 from workers.decode.scenes import CutDetector
 from workers.decode.thumbnail import make_thumbnail
 from workers.decode.timeline import DecodeStats, TimedFrame
-
-if TYPE_CHECKING:
-    from workers.decode.segmenter import SegmentPolicy
 
 _EPS: Final = 1e-6
 PIXELS_PER_VISUAL_TOKEN: Final = 32 * 32  # Qwen3-VL: 16 px patches, merged 2x2

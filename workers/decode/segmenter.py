@@ -1,15 +1,16 @@
-"""Media object -> stream of segments of sampled JPEG frames (the blocking core of the decode stage).
+"""Picture or video -> stream of segments of sampled JPEG frames (the blocking core of the decode stage).
 
 One path for stills and videos: every decoded frame feeds a cheap cut detector; a segment closes
 on a hard cut, when it reaches the window length, or at the end of the media. Only the frames
 sampled for a segment are converted to RGB at the model's size and JPEG-encoded, and a segment
 is yielded as soon as it closes, so memory stays bounded by one segment whatever the length.
 
-This module holds the policy and the top-level generator that wires the parts together:
-container.py opens and probes the media (limits, redaction), timeline.py decodes it into
-timed frames (packets or Pillow animations), and sampling.py cuts and samples the segments.
-Documents take another path: a PDF (recognised by its header) or a TIFF with more than one
-page becomes one segment per page (documents.py).
+This module wires the parts together: container.py opens and probes the media (limits,
+redaction), timeline.py decodes it into timed frames (packets or Pillow animations), and
+sampling.py cuts and samples the segments. Documents are not decoded here: dispatch.py decides
+which objects are documents (documents.py) and hands the others here. A multi-page TIFF shows
+itself only in the bytes an image demuxer reads, so the caller passes `image_pages`, which may
+claim those bytes as pages before they are decoded as a picture.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from io import RawIOBase
 from itertools import chain
-from typing import BinaryIO, Final, Literal, get_args
+from typing import BinaryIO, Final
 
 import av
 import av.error
@@ -28,29 +29,20 @@ from av.container import InputContainer
 from av.packet import Packet
 from av.video.stream import VideoStream
 
-from workers.decode.allowlist import is_pdf
 from workers.decode.budget import DecodeBudget
-from workers.decode.container import MediaInfo as MediaInfo
 from workers.decode.container import (
+    MediaInfo,
     check_limits,
     check_resolution,
-    is_url,
     open_media,
     probe_media,
-    redact,
     select_video_stream,
 )
 from workers.decode.declared import declared_size
-from workers.decode.document_source import read_head
-from workers.decode.documents import DecodedPage as DecodedPage
-from workers.decode.documents import pdf_pages, tiff_page_count, tiff_pages
-from workers.decode.errors import MEDIA_ERROR_REASONS as MEDIA_ERROR_REASONS
-from workers.decode.errors import MediaError as MediaError
-from workers.decode.errors import MediaErrorReason as MediaErrorReason
+from workers.decode.errors import MediaError
 from workers.decode.packets import FeedMode, PacketFeed
-from workers.decode.sampling import DecodedSegment as DecodedSegment
-from workers.decode.sampling import SegmentFrame as SegmentFrame
-from workers.decode.sampling import sample_segments
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment, sample_segments
 from workers.decode.timeline import (
     DecodeStats,
     TimedFrame,
@@ -63,79 +55,9 @@ from workers.decode.timeline import (
 
 log = structlog.get_logger(__name__)
 
-SegmentMode = Literal["scene", "fixed", "keyframe"]
-SEGMENT_MODES: Final[tuple[str, ...]] = get_args(SegmentMode)
-
-_MIN_SEGMENT_BYTES: Final = 4096  # a 32x32 JPEG at the lowest quality step is ~0.9 kB
 # Every object may decode this many frames at the largest accepted size before the
 # per-media-second and per-byte budgets apply: stills and short clips never hit them.
 _BASE_BUDGET_FRAMES: Final = 4
-
-
-@dataclass(frozen=True)
-class SegmentPolicy:
-    """How media is cut into segments and how each segment's frames are sampled and encoded.
-
-    `mode`: "scene" looks at every frame for hard cuts (plus `max_segment_s` windows); "fixed"
-    cuts windows only and decodes just the GOPs that hold a sampled frame; "keyframe" decodes
-    keyframes only (windows, frames sampled among keyframes), for long media.
-    """
-
-    mode: SegmentMode = "scene"
-    max_segment_s: float = 10.0  # fixed window when no cut happens
-    min_scene_s: float = 1.0  # no cut closer than this to the segment start
-    scene_threshold: float = 0.35  # luma-histogram distance that counts as a cut; 0 disables cuts
-    sample_fps: float = 1.0  # frames chosen per second of segment
-    min_frames: int = 1  # per segment, by sampling between grid points when it is short
-    max_frames: int = 8  # per segment (uniformly thinned if more)
-    max_pixels: int = 448 * 448  # per frame after resize; sides multiples of 32, aspect kept
-    jpeg_quality: int = 85
-    max_segment_bytes: int = 900_000  # total JPEG bytes per segment
-    max_duration_s: float = 4 * 3600
-    max_source_pixels: int = 8192 * 8192
-    decode_threads: int = 0  # FFmpeg decoder threads per media; 0 lets FFmpeg choose
-    # Decode budget per object (see budget.py); 0 disables a limit.
-    max_decode_s: float = 1800.0  # wall clock
-    max_decode_pixel_rate: float = 1e9  # decoded pixels per second of media (4K60 is ~5e8)
-    max_pixels_per_byte: float = 1e6  # decoded pixels per compressed byte
-    page_max_pixels: int = 1920 * 1080  # per document page, rendered or decoded (see documents.py)
-    max_pages: int = 1000  # documents with more pages are refused
-    # Visual tokens a segment's frames may cost Qwen3-VL as one video; 0 = no budget
-    # (sampling.py: segment_window_s, frame_pixels).
-    visual_token_budget: int = 0
-
-    @property
-    def detects_cuts(self) -> bool:
-        return self.mode == "scene" and self.scene_threshold > 0.0
-
-    def __post_init__(self) -> None:
-        problems = [
-            name
-            for name, ok in (
-                ("max_segment_s", self.max_segment_s > 0),
-                ("min_scene_s", self.min_scene_s >= 0),
-                ("scene_threshold", 0.0 <= self.scene_threshold <= 1.0),
-                ("sample_fps", self.sample_fps > 0),
-                ("mode", self.mode in SEGMENT_MODES),
-                ("min_frames", 1 <= self.min_frames <= self.max_frames),
-                ("max_frames", self.max_frames >= 1),
-                ("max_pixels", self.max_pixels >= 32 * 32),
-                ("jpeg_quality", 1 <= self.jpeg_quality <= 100),
-                ("max_segment_bytes", self.max_segment_bytes >= _MIN_SEGMENT_BYTES),
-                ("max_duration_s", self.max_duration_s > 0),
-                ("max_source_pixels", self.max_source_pixels > 0),
-                ("decode_threads", self.decode_threads >= 0),
-                ("max_decode_s", self.max_decode_s >= 0),
-                ("max_decode_pixel_rate", self.max_decode_pixel_rate >= 0),
-                ("max_pixels_per_byte", self.max_pixels_per_byte >= 0),
-                ("page_max_pixels", self.page_max_pixels >= 32 * 32),
-                ("max_pages", self.max_pages >= 1),
-                ("visual_token_budget", self.visual_token_budget >= 0),
-            )
-            if not ok
-        ]
-        if problems:
-            raise ValueError(f"invalid SegmentPolicy field(s): {', '.join(problems)} ({self!r})")
 
 
 def _feed_mode(policy: SegmentPolicy, codec: str) -> FeedMode:
@@ -152,59 +74,62 @@ def _counted(packets: Iterable[Packet], budget: DecodeBudget) -> Iterator[Packet
         yield packet
 
 
-def _open_video(
+# What an image demuxer's one packet (the whole file) holds when it is not one picture: the
+# pages to yield instead of decoding it, or None for a picture. Called with the demuxer's name,
+# the bytes, the policy and the shown name, once the declared size passed the limits.
+ImagePages = Callable[[str, bytes, SegmentPolicy, str], Iterator[DecodedSegment] | None]
+
+
+@dataclass(frozen=True)
+class OpenedVideo:
+    """A media object FFmpeg opened, its video stream chosen; video_segments closes it."""
+
+    container: InputContainer
+    stream: VideoStream
+    shown: str  # the source as errors and logs name it
+    opened_at: float  # perf_counter() before opening: the decode log's time includes the open
+
+
+def open_video(
     source: str | BinaryIO | RawIOBase,
     policy: SegmentPolicy,
+    *,
     options: dict[str, str] | None,
     timeout_s: float,
     shown: str,
-) -> tuple[InputContainer, VideoStream]:
+) -> OpenedVideo:
+    """`source` (local path, http(s) URL or binary file object) opened by FFmpeg; raises
+    MediaError when FFmpeg finds no media with a video stream in it."""
+    opened_at = time.perf_counter()
     container = open_media(
         source, options=options, timeout_s=timeout_s, max_pixels=policy.max_source_pixels, name=shown
     )
     try:
-        return container, select_video_stream(container, shown)
+        return OpenedVideo(container, select_video_stream(container, shown), shown, opened_at)
     except BaseException:
         container.close()
         raise
 
 
-def decode_segments(
-    source: str | BinaryIO | RawIOBase,
+def video_segments(
+    video: OpenedVideo,
     policy: SegmentPolicy,
     *,
-    options: dict[str, str] | None = None,
-    timeout_s: float = 20.0,
-    on_info: Callable[[MediaInfo], None] | None = None,
-    name: str = "",
+    on_info: Callable[[MediaInfo], None] | None,
+    image_pages: ImagePages,
 ) -> Generator[DecodedSegment, None, None]:
-    """Yield the segments of `source` (local path, http(s) URL or binary file object, shown
-    as `name`) as each one closes.
+    """Yield the segments of the opened `video` as each one closes.
 
     Raises MediaError for input that can never be decoded, before decoding when the container
-    or an image header already shows it (no video, too long, too large), and as soon as
-    decoding exceeds the object's budget; `on_info` sees the declared properties before the
-    first frame is decoded (not called for documents, whose segments are DecodedPage).
-    Closing the generator early closes the container.
+    or an image header already shows it (too long, too large), and as soon as decoding
+    exceeds the object's budget; `on_info` sees the declared properties before the first
+    frame is decoded (not called when `image_pages` claimed the image). Closing the generator
+    early closes the container.
     """
-    shown = redact(source) if isinstance(source, str) else name or "<stream>"
-    remote = isinstance(source, str) and is_url(source)
-    if not remote and is_pdf(read_head(source, timeout_s)):
-        yield from pdf_pages(source, policy, shown=shown, timeout_s=timeout_s)
-        return
-    started = time.perf_counter()
+    container, stream, shown = video.container, video.stream, video.shown
     stats = DecodeStats()
     segments = 0
     feed: PacketFeed | None = None
-    try:
-        container, stream = _open_video(source, policy, options, timeout_s, shown)
-    except MediaError:
-        # A URL is read for its header only once FFmpeg found no media in it: video pays no
-        # extra request, a PDF pays FFmpeg's failed probe (document_source.py).
-        if not remote or not is_pdf(read_head(source, timeout_s)):
-            raise
-        yield from pdf_pages(source, policy, shown=shown, timeout_s=timeout_s)
-        return
     try:
         info = probe_media(container, stream)
         budget = DecodeBudget(
@@ -227,8 +152,8 @@ def decode_segments(
                 check_resolution(*size, policy, shown)
                 if not info.width or not info.height:
                     info = MediaInfo(info.kind, info.duration_s, size[0], size[1], info.codec, info.fps)
-            if container.format.name == "tiff_pipe" and tiff_page_count(blob) > 1:
-                for page in tiff_pages(blob, policy, shown=shown):
+            if (pages := image_pages(container.format.name, blob, policy, shown)) is not None:
+                for page in pages:
                     segments += 1
                     yield page
                 return
@@ -282,5 +207,5 @@ def decode_segments(
             frames=stats.frames,
             packets_skipped=feed.skipped if feed is not None else 0,
             segments=segments,
-            seconds=round(time.perf_counter() - started, 3),
+            seconds=round(time.perf_counter() - video.opened_at, 3),
         )

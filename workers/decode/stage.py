@@ -17,8 +17,12 @@ from schemas.ids import segment_id
 from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
 from workers.decode.container import redact
+from workers.decode.dispatch import decode_segments
+from workers.decode.documents import DecodedPage
+from workers.decode.errors import MediaError
 from workers.decode.filters import EventFilter
-from workers.decode.segmenter import DecodedPage, DecodedSegment, MediaError, SegmentPolicy, decode_segments
+from workers.decode.policy import SegmentPolicy
+from workers.decode.sampling import DecodedSegment
 from workers.decode.source import ObjectSource
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
