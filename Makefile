@@ -10,14 +10,22 @@ STAMP  := $(VENV)/.capstream-installed
 TORCH_CPU ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# The manual (mkdocs.yml, docs/), built strictly: a broken link or anchor, or a page missing
+# from the nav, fails the build. Not --quiet: it stops --strict counting warnings (mkdocs#4126).
+SITE   ?= site
+DOCS_BUILD = NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(SITE)
 
-.PHONY: demo test install system-deps lint clean
+.PHONY: demo test install system-deps lint docs clean
 
 demo: install
 	$(VENV)/bin/capstream demo
 
 test: install
+	$(DOCS_BUILD)
 	$(PY) -m pytest -q -ra
+
+docs: install
+	$(DOCS_BUILD)
 
 install: system-deps $(STAMP)
 
@@ -54,4 +62,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(SITE)
