@@ -139,7 +139,8 @@ class IndexSettings(S3Settings):
         default=2048, ge=1, description="embeddings awaiting their batch's commit per worker (>= batch rows)"
     )
     # Each commit costs a merge and per-key lookups that grow with the table: through
-    # SegmentIndex.upsert, 100k rows went in at ~2.1k rows/s in batches of 256 and ~6.5k in 5000.
+    # SegmentIndex.upsert, 100k rows went in at ~2.1k rows/s in batches of 256 and ~6.5k in 5000;
+    # at this default, 8,258 rows/s (loadtest.search_bench; docs/search.md, with the 1M-row run).
     index_batch_rows: int = Field(default=1024, ge=1, description="rows per table commit, at most")
     index_batch_age_s: float = Field(
         default=1.0, gt=0, description="commit a batch at latest this long after its first row"

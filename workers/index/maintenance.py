@@ -3,8 +3,9 @@
 - Full-text (BM25) index on ``caption``: created as soon as the table has rows; new rows are
   folded in by ``optimize`` (until then LanceDB searches them unindexed, so nothing is missed).
 - Vector index (IVF_HNSW_SQ, cosine) once the table has ``CAPSTREAM_INDEX_VECTOR_INDEX_MIN_ROWS``
-  rows: below that an exact scan is as fast and exact. Building one takes ~30 s per 100k
-  384-d rows on 2 cores, so it runs on its own thread and never holds a write.
+  rows: below that an exact scan is as fast and exact. Building one took 1,060 s for 1M 384-d
+  rows on 2 shared cores (``loadtest.search_bench``; docs/search.md), so it runs on its own
+  thread and never holds a write.
 - Every ``CAPSTREAM_INDEX_OPTIMIZE_INTERVAL_S``: compact small fragments (one per commit),
   update indexes, delete table versions older than ``CAPSTREAM_INDEX_KEEP_VERSIONS_S``.
 

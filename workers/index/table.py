@@ -1,10 +1,16 @@
 """The LanceDB table of indexed segments: its columns, and how to reach it.
 
 One row per segment, keyed by ``segment_id`` (deterministic, so a replay upserts the same
-row). The store is LanceDB, embedded: measured on a 2-core machine with 384-d vectors, 100k
-rows ingest at ~44k rows/s, and vector, full-text and hybrid-with-filter queries take ~7, ~7
-and ~32 ms; Milvus Lite on the same data ingested 3k rows/s and answered hybrid queries in
-950 ms. The table lives in a local directory or under ``s3://bucket/prefix`` on the same S3
+row). The store is LanceDB, embedded. It was chosen on a comparison of stores made before the
+index stage existed (2-core machine, 100k rows of 384-d vectors): LanceDB ingested ~44k
+rows/s and answered vector, full-text and hybrid-with-filter queries in ~7, ~7 and ~32 ms;
+Milvus Lite on the same data ingested 3k rows/s and answered hybrid queries in 950 ms. Those
+figures compare the stores. The index stage's own ingest and query times, through
+``SegmentIndex.upsert`` (a merge and per-key lookups per batch) and ``search_table``, are
+``loadtest.search_bench``'s, reported in docs/search.md (8,258 rows/s into a 100k-row table,
+slowing as the table grows).
+
+The table lives in a local directory or under ``s3://bucket/prefix`` on the same S3
 store as the media, where several writers may commit concurrently (three processes appending
 30 commits each to one table on SeaweedFS lost no row), so index workers scale as an ordinary
 consumer group and search servers are stateless readers.

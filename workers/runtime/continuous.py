@@ -3,12 +3,13 @@
 vLLM schedules per engine step (one token for every running sequence), so a request can join
 or leave between any two steps. Handing the engine one blocking ``LLM.chat`` call at a time
 wastes that: each call lasts as long as its longest request, and what arrives meanwhile waits
-for the whole call. Measured on CPU with the tiny Qwen3-VL (half the captions 16 tokens, half
-256, four arriving every 0.2 s; ``loadtest/engine_bench.py``): batch-at-a-time took 1.62x as
-long as stepping the engine with requests added as they arrive, short captions waited ~4x
-longer, and ~4 sequences ran per step instead of ~11. So the batcher adds each request to the
-engine when it arrives, runs one engine step per hop to the engine thread, and resolves a
-request the step it finishes.
+for the whole call. ``loadtest/engine_bench.py`` measures it on CPU with the tiny Qwen3-VL
+(half the captions 16 tokens, half 256, four arriving every 0.2 s): batch-at-a-time took
+longer, its short captions waited much longer, and fewer sequences ran per step. The figures
+and the load they were measured under are in docs/batching.md (3.21x the time and 10.4x the
+short captions' wait on a heavily loaded machine; 1.62x the time on a quieter one, for issue
+11). So the batcher adds each request to the engine when it arrives, runs one engine step
+per hop to the engine thread, and resolves a request the step it finishes.
 
 The engine thread: vLLM keeps per-process global state (forward context, parallel groups), so
 every engine of a process runs on ONE thread (``engine_thread``), shared by the caption and
