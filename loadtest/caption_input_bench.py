@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import statistics
 import sys
@@ -34,17 +35,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import structlog
-from PIL import Image
 from redis.asyncio import Redis
 
-from loadtest import media_factory as mf
-from schemas.segments import Frame, SegmentBatch
+from loadtest.fresh_frames import fresh_frame
+from schemas.segments import SegmentBatch
 from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import CaptionInput, build_caption_messages
 from workers.caption.stage import CaptionStage
-from workers.decode.frames import encode_jpeg, target_size
+from workers.decode.frames import target_size
 from workers.decode.sampling import frame_pixels
 from workers.decode.stage import segment_policy
 from workers.offline_profile import offline_env
@@ -67,21 +66,14 @@ class ModeRun:
     timestamps_ok: bool
 
 
-def fresh_segments(seed: int, count: int, frames: int, fps: float, size: tuple[int, int]) -> list[SegmentBatch]:
-    """``count`` segments of photographic frames no earlier round has shown the engine."""
-    rng = np.random.default_rng(seed)
-    photos = [mf.resized(mf.photo(name), SOURCE) for name in mf.PHOTO_NAMES]
+def jittered_segments(seed: int, count: int, frames: int, fps: float, size: tuple[int, int]) -> list[SegmentBatch]:
+    """``count`` segments of fresh frames, at absolute times past 100 s jittered off round values."""
+    rng = random.Random(seed)
     out = []
     for i in range(count):
-        start = 100.0 + i * frames / fps + float(rng.uniform(0, 0.3))
-        base = photos[int(rng.integers(len(photos)))].astype(np.float32)
-        shown = []
-        for k in range(frames):
-            x, y = int(rng.integers(0, 200)), int(rng.integers(0, 100))
-            crop = base[y : y + SOURCE[1] - 100, x : x + SOURCE[0] - 200] * rng.uniform(0.8, 1.2, size=3)
-            image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-            pts = round(start + k / fps + float(rng.uniform(0, 0.04)), 6)
-            shown.append(Frame(index=k, pts_s=pts, width=size[0], height=size[1], jpeg=encode_jpeg(image, 85)))
+        start = 100.0 + i * frames / fps + rng.uniform(0, 0.3)
+        pts = [round(start + k / fps + rng.uniform(0, 0.04), 6) for k in range(frames)]
+        shown = [fresh_frame(rng, k, t, size, 85) for k, t in enumerate(pts)]
         out.append(
             SegmentBatch(
                 object_id=f"bench-{seed}",
@@ -150,13 +142,13 @@ async def bench(segments: int, rounds: int) -> list[ModeRun]:
     tok = backend._llm.get_tokenizer()
     runs: list[ModeRun] = []
     try:
-        warm = fresh_segments(0, 2, frames, policy.sample_fps, size)
+        warm = jittered_segments(0, 2, frames, policy.sample_fps, size)
         for mode in MODES:  # first requests pay one-off costs (processor load, compile)
             await asyncio.gather(*(backend.caption(build_caption_messages(s, "Describe.", mode)) for s in warm))
         for r in range(rounds):
             order = MODES if r % 2 == 0 else MODES[::-1]
             for mode in order:
-                batch = fresh_segments(
+                batch = jittered_segments(
                     1000 * (r + 1) + MODES.index(mode), 2 * segments, frames, policy.sample_fps, size
                 )
                 figures = await run_mode(backend, settings, mode, batch, tok)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import random
@@ -39,9 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from schemas.segments import Frame, SegmentBatch
+from loadtest.fresh_frames import fresh_frame
+from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionResult, VllmCaptionBackend
 from workers.caption.prompt import ChatMessages, build_caption_messages
 from workers.embed.backend import VllmEmbedBackend
@@ -58,16 +56,7 @@ WORDS = "cat dog sofa rocket launch beach wave city night street car bird tree s
 MixedRequest = tuple[ChatMessages, int]  # messages, exact caption length in tokens
 
 
-def fresh_jpeg(rng: random.Random) -> bytes:
-    """A never-seen picture: smooth random colour blobs (a tiny random image scaled up)."""
-    small = Image.frombytes("RGB", (8, 5), rng.randbytes(8 * 5 * 3))
-    out = io.BytesIO()
-    small.resize(FRAME, Image.Resampling.BICUBIC).save(out, format="JPEG", quality=85)
-    return out.getvalue()
-
-
 def fresh_segment(rng: random.Random, index: int, frames: int) -> SegmentBatch:
-    w, h = FRAME
     return SegmentBatch(
         object_id=f"bench-{rng.random()}",
         segment_id=f"seg-{index}",
@@ -77,7 +66,7 @@ def fresh_segment(rng: random.Random, index: int, frames: int) -> SegmentBatch:
         start_s=float(index),
         end_s=float(index + frames),
         reason="window",
-        frames=[Frame(index=i, pts_s=float(index + i), width=w, height=h, jpeg=fresh_jpeg(rng)) for i in range(frames)],
+        frames=[fresh_frame(rng, i, float(index + i), FRAME, 85) for i in range(frames)],
     )
 
 

@@ -179,7 +179,7 @@ def _worker_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 async def bench_caption(args: argparse.Namespace, stack: Any, run_dir: Path, result: dict[str, Any]) -> list[Row]:
     from loadtest.caption_bench import BareEngine, WarmCaptionWorker, stage_run
-    from loadtest.fresh_segments import fresh_segments
+    from loadtest.fresh_frames import fresh_segments
     from workers.settings import CaptionSettings
 
     settings = CaptionSettings()
@@ -225,7 +225,7 @@ async def bench_caption(args: argparse.Namespace, stack: Any, run_dir: Path, res
 
 async def bench_overhead(args: argparse.Namespace, stack: Any, run_dir: Path, result: dict[str, Any]) -> list[Row]:
     from loadtest.caption_bench import overhead_run
-    from loadtest.fresh_segments import fresh_segments
+    from loadtest.fresh_frames import fresh_segments
     from workers.runtime.logging import configure_logging
     from workers.settings import CaptionSettings
 

@@ -5,9 +5,8 @@ the cut times ``make_montage_video`` returns (the pts of the first frame of each
 and its end is frames / fps; a one-shot clip is one segment [0, frames / fps]; a still is one
 segment [0, 0]. Every scene lasts 1.5-2.5 s: above the cut detector's ``min_scene_s`` (1 s)
 and below its window (``max_segment_s``, 10 s), so each cut is one boundary and nothing else
-is. The pictures of a montage are different photographs (each cropped, tinted, mirrored and
-noised with its own seed, so no two objects share a frame and vLLM's prefix cache cannot make
-a repeat cheap); two crops of the same photograph might not read as a cut. About 10% of the
+is. The pictures of a montage are fresh crops of different photographs (``fresh_montage``: no
+two objects share a frame, so vLLM's prefix cache cannot make a repeat cheap). About 10% of the
 objects are poison (garbage bytes or a truncated MP4): each must end ``failed`` with one dead
 letter.
 """
@@ -18,17 +17,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from loadtest.chaos.verifier import Span
-from loadtest.media_factory import PHOTO_NAMES, RGB, make_corrupt_file, make_montage_video, photo, resized
+from loadtest.fresh_frames import fresh_montage, fresh_picture
+from loadtest.media_factory import make_corrupt_file
 
 FPS = 12
 SIZE = (192, 144)  # small frames: the 2-core machine runs the whole stack and the engines
-# Distinct photographs whose luma histograms differ enough for the cut detector (hubble and
-# page are left out: mostly black, mostly white).
-_PHOTOS = tuple(name for name in PHOTO_NAMES if name not in ("hubble_deep_field", "page"))
 
 
 @dataclass(frozen=True)
@@ -43,21 +39,9 @@ class MediaFile:
 
 
 def _montage(path: Path, scenes: int, rng: random.Random) -> tuple[Span, ...]:
-    seconds_each = rng.uniform(1.5, 2.5)
-    pictures = [_fresh(name, rng) for name in rng.sample(_PHOTOS, scenes)]
-    cuts = make_montage_video(path, pictures, seconds_each, fps=FPS, size=SIZE)
-    end = scenes * max(1, round(seconds_each * FPS)) / FPS
+    cuts, end = fresh_montage(path, rng, scenes, rng.uniform(1.5, 2.5), FPS, SIZE)
     bounds = [0.0, *cuts, end]
     return tuple(Span(a, b) for a, b in zip(bounds, bounds[1:], strict=False))
-
-
-def _fresh(name: str, rng: random.Random) -> RGB:
-    """The photograph ``name``, tinted, maybe mirrored and noised: pixels no other object has."""
-    picture = resized(photo(name), (int(SIZE[0] * 1.3), int(SIZE[1] * 1.3))).astype(np.float32)
-    picture *= np.array([rng.uniform(0.8, 1.2) for _ in range(3)], dtype=np.float32)
-    picture += np.random.default_rng(rng.getrandbits(32)).normal(0.0, 6.0, picture.shape).astype(np.float32)
-    out = np.clip(picture, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out[:, ::-1] if rng.random() < 0.5 else out)
 
 
 def make_media(directory: Path, n: int, seed: int) -> list[MediaFile]:
@@ -75,7 +59,7 @@ def make_media(directory: Path, n: int, seed: int) -> list[MediaFile]:
         kind = ("montage", "clip", "still")[i % 3]
         if kind == "still":
             path = directory / f"{i:04d}-still.jpg"
-            Image.fromarray(resized(_fresh(rng.choice(_PHOTOS), rng), SIZE)).save(path, format="JPEG", quality=90)
+            Image.fromarray(fresh_picture(rng, SIZE)).save(path, format="JPEG", quality=90)
             files.append(MediaFile(path, False, (Span(0.0, 0.0),)))
         else:
             path = directory / f"{i:04d}-{kind}.mp4"

@@ -2,8 +2,8 @@
 
 vLLM's prefix cache reuses the KV blocks of a prompt it has already seen, image tokens
 included, so a repeated file costs the caption stage almost nothing and would flatter the
-throughput. Every object here is a photograph cropped, tinted, flipped and noised with its own
-seed: no two objects share a frame.
+throughput. Every object here is made of fresh pictures (``loadtest.fresh_frames``): no two
+objects share a frame.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from PIL import Image
 
-from loadtest.media_factory import PHOTO_NAMES, RGB, make_montage_video, photo, resized
+from loadtest.fresh_frames import fresh_montage, fresh_picture
 
 Kind = Literal["montage", "clip", "jpeg", "png"]
 # Videos are what the pipeline is for; stills are the cheap, common case.
@@ -36,34 +35,17 @@ class MediaItem:
         return self.kind in ("montage", "clip")
 
 
-def fresh_picture(rng: random.Random, size: tuple[int, int]) -> RGB:
-    """A photograph no other object has: random crop, channel gains, mirror and noise."""
-    base = photo(rng.choice(PHOTO_NAMES[:6]))
-    h, w = base.shape[:2]
-    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
-    y, x = rng.randrange(h - ch + 1), rng.randrange(w - cw + 1)
-    crop = base[y : y + ch, x : x + cw].astype(np.float32)
-    crop *= np.array([rng.uniform(0.75, 1.25) for _ in range(3)], dtype=np.float32)
-    noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, 6.0, crop.shape).astype(np.float32)
-    out = np.clip(crop + noise, 0, 255).astype(np.uint8)
-    if rng.random() < 0.5:
-        out = out[:, ::-1]
-    return resized(np.ascontiguousarray(out), (int(size[0] * 1.3), int(size[1] * 1.3)))
-
-
 def make_item(directory: Path, index: int, kind: Kind, rng: random.Random) -> MediaItem:
     stem = f"{index:04d}-{kind}"
     if kind in ("jpeg", "png"):
         path = directory / f"{stem}.{'jpg' if kind == 'jpeg' else 'png'}"
-        picture = resized(fresh_picture(rng, _SIZE), _SIZE)
-        Image.fromarray(picture).save(path, format=kind.upper(), **({"quality": 90} if kind == "jpeg" else {}))
+        options = {"quality": 90} if kind == "jpeg" else {}
+        Image.fromarray(fresh_picture(rng, _SIZE)).save(path, format=kind.upper(), **options)
         return MediaItem(path, f"loadtest/{path.name}", kind, 0.0)
     path = directory / f"{stem}.mp4"
     scenes = rng.randint(2, 3) if kind == "montage" else 1
-    seconds_each = rng.uniform(1.5, 2.5)
-    make_montage_video(path, [fresh_picture(rng, _SIZE) for _ in range(scenes)], seconds_each, fps=12, size=_SIZE)
-    frames = max(1, round(seconds_each * 12))
-    return MediaItem(path, f"loadtest/{path.name}", kind, scenes * frames / 12)
+    _, seconds = fresh_montage(path, rng, scenes, rng.uniform(1.5, 2.5), 12, _SIZE)
+    return MediaItem(path, f"loadtest/{path.name}", kind, seconds)
 
 
 def make_workload(directory: Path, n: int, seed: int) -> list[MediaItem]:

@@ -17,7 +17,7 @@ from loadtest.bench_stats import (
 )
 from loadtest.bench_workers import event_time, log_events
 from loadtest.caption_bench import placed_segments
-from loadtest.fresh_segments import fresh_segments
+from loadtest.fresh_frames import fresh_segments
 from loadtest.stage_bench import caption_rows, format_table, scaling_rows, verdict
 from workers.runtime.metrics import scrape
 
