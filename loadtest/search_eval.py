@@ -129,10 +129,11 @@ def to_captions(segments: list[dict[str, Any]]) -> tuple[list[Caption], dict[str
 
 async def publish(captions: list[Caption]) -> None:
     from workers.runtime.kafka import ensure_topics, make_producer
+    from workers.stages import REGISTRY
     from workers.settings import CommonSettings
 
     settings = CommonSettings()
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     producer = make_producer(settings)
     await producer.start()
     try:

@@ -6,10 +6,10 @@ config`` resolved its anchors and ``${VAR:-default}`` values) and returns a list
 empty when the file is right. ``tests/unit/test_docker_compose.py`` runs every check on the
 real file and on a copy with a fault planted, so each check is shown to catch its fault.
 
-Topics and consumer groups come from the workers themselves: each worker service's stage
-loops are built (``workers.app.build_loops``, nothing is connected) with that service's
-environment, so a topic renamed in the settings or a stage that starts producing a new topic
-is checked without editing this file.
+Stages, topics and consumer groups come from the stage registry (``workers.stages``), resolved
+with each worker service's environment, so a topic renamed in the settings, a stage that
+starts producing a new topic or a newly registered stage is checked without editing this
+file (``tests/unit/test_stages.py`` shows the registry agrees with the loops the workers build).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from workers.runtime.kafka import dlq_topic
+from workers.stages import REGISTRY, StageRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -166,31 +169,43 @@ def service_environment(service: dict[str, Any]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def stage_loops(service: dict[str, Any]) -> list[StageLoopView]:
-    """The consumer loops ``capstream worker STAGE`` builds with this service's environment."""
-    from workers.app import WorkerResources, build_loops
-
+def stage_loops(service: dict[str, Any], registry: StageRegistry = REGISTRY) -> list[StageLoopView]:
+    """The consumer loops ``capstream worker STAGE`` runs with this service's environment."""
     stage = worker_stage(service)
     assert stage is not None
+    spec = registry[stage]
     with service_environment(service):
-        resources = WorkerResources()
-        try:
-            loops = build_loops(stage, resources)  # type: ignore[arg-type]
-        finally:
-            resources.engine_executor.shutdown(wait=False)
-    return [StageLoopView(stage, sl.group_id, sl.stage.input_topic, tuple(sl.stage.output_topics)) for sl in loops]
+        settings = spec.load_settings()
+    outputs = tuple(spec.output_topics(settings))
+    groups = {c.name: (getattr(settings, c.group_field), getattr(settings, c.topic_field)) for c in spec.consumers}
+    return [StageLoopView(name, group, topic, outputs) for name, (group, topic) in groups.items()]
 
 
-def worker_loops(compose: Compose) -> dict[str, list[StageLoopView]]:
-    return {name: stage_loops(svc) for name, svc in compose["services"].items() if worker_stage(svc) is not None}
+def worker_loops(compose: Compose, registry: StageRegistry = REGISTRY) -> dict[str, list[StageLoopView]]:
+    services = compose["services"].items()
+    return {name: stage_loops(svc, registry) for name, svc in services if worker_stage(svc) in registry.names()}
 
 
 # -- checks: each returns its problems ----------------------------------------------------
+def check_stages_deployed(compose: Compose, registry: StageRegistry = REGISTRY) -> list[str]:
+    """Every registered stage that is no add-on has a ``capstream worker STAGE`` service, and
+    every worker service runs a registered stage."""
+    deployed = {stage: name for name, svc in compose["services"].items() if (stage := worker_stage(svc))}
+    problems = [
+        f"no service runs `capstream worker {spec.name}`"
+        for spec in registry
+        if spec.required and spec.name not in deployed
+    ]
+    return problems + [
+        f"{name} runs `capstream worker {stage}`, no registered stage"
+        for stage, name in deployed.items()
+        if stage not in registry.names()
+    ]
+
+
 def check_topics_exist(compose: Compose, loops: dict[str, list[StageLoopView]]) -> list[str]:
     """Every topic a worker consumes or produces, and the dead-letter topic of each one it
     consumes, is created by kafka-init (auto-create is off: no partition count by accident)."""
-    from workers.runtime.kafka import dlq_topic
-
     created = created_topics(compose)
     problems = []
     for name, views in loops.items():

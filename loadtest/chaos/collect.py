@@ -21,11 +21,12 @@ from redis.asyncio import Redis
 
 from loadtest.chaos.verifier import Observed, SeenSegment
 from schemas.dead_letter import DeadLetter
-from workers.cli.inspect import object_report
 from workers.index.table import open_table
 from workers.index.writer import SegmentIndex
-from workers.runtime.kafka import dlq_topic, read_topics, stage_input_topics
+from workers.runtime.kafka import read_topics
 from workers.settings import IndexSettings
+from workers.stages import REGISTRY
+from workers.state.object_report import object_report
 
 CLI_SAMPLE = 3
 
@@ -47,7 +48,7 @@ class _Seen(BaseModel):
 
 
 async def _topic(bootstrap: str, topic: str) -> list[SeenSegment]:
-    return [_Seen.model_validate_json(r.value or b"").seen() for r in await read_topics(bootstrap, [topic], 3000)]
+    return [_Seen.model_validate_json(r.value or b"").seen() for r in await read_topics(bootstrap, [topic])]
 
 
 def index_rows(settings: IndexSettings) -> list[SeenSegment]:
@@ -63,13 +64,9 @@ def index_rows(settings: IndexSettings) -> list[SeenSegment]:
 async def collect(settings: IndexSettings, object_ids: list[str], env: dict[str, str]) -> Observed:
     bootstrap = settings.kafka_bootstrap
     seen = Observed()
-    for stage, topic in (
-        ("decode", settings.topic_segments),
-        ("caption", settings.topic_captions),
-        ("embed", settings.topic_embeddings),
-    ):
+    for stage, _counter, topic in REGISTRY.progress_topics(settings):
         seen.outputs[stage] = await _topic(bootstrap, topic)
-    letters = await read_topics(bootstrap, [dlq_topic(t) for t in stage_input_topics(settings)], 3000)
+    letters = await read_topics(bootstrap, REGISTRY.dlq_topics(settings))
     seen.dead_letters = Counter(
         letter.object_id for r in letters if (letter := DeadLetter.model_validate_json(r.value or b"")).object_id
     )

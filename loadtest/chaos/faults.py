@@ -43,6 +43,7 @@ from loadtest.chaos.verifier import Kill
 from workers.localstack import Service, StackEndpoints, kill_service, start_service
 from workers.runtime.kafka import read_topics
 from workers.settings import S3Settings
+from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
 
 log = structlog.get_logger("capstream.chaos")
@@ -217,13 +218,9 @@ class Chaos:
                 key, value = self.event_of(oid)
                 await producer.send_and_wait(s.topic_objects, value, key=key)
             copies = 0
-            for stage, topic in (  # the output topics of decode, caption and embed
-                ("decode", s.topic_segments),
-                ("caption", s.topic_captions),
-                ("embed", s.topic_embeddings),
-            ):
+            for stage, _counter, topic in REGISTRY.progress_topics(s):  # decode's, caption's, embed's outputs
                 counter = self.faults.injected.setdefault(stage, Counter())
-                for record in await read_topics(s.kafka_bootstrap, [topic], idle_ms=3000):
+                for record in await read_topics(s.kafka_bootstrap, [topic]):
                     ref = _Ref.model_validate_json(record.value or b"{}")
                     if ref.object_id in chosen and counter[ref.segment_id] == 0:
                         await producer.send_and_wait(topic, record.value, key=record.key)

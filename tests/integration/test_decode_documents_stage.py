@@ -23,13 +23,14 @@ from schemas.progress import ObjectState
 from schemas.segments import SegmentBatch
 from tests.document_factory import PAGE_COLOURS, Page, build_pdf, build_tiff, coloured_pages
 from tests.stack_s3 import stack_s3_client
-from workers.cli.dlq import read_letters
 from workers.decode.stage import DecodeStage
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import ensure_topics, read_topics
 from workers.runtime.loop import StageLoop
 from workers.settings import DecodeSettings
+from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
+from workers.state.dead_letter_log import read_letters
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ async def test_documents_become_page_segments_and_bad_ones_are_dead_lettered(
         retry_backoff_s=0.05,
         max_pages=50,
     )
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     bodies = {**_GOOD, **{name: body for name, (body, _) in _BAD.items()}}
     events = {
         name: ObjectCreated(
@@ -104,7 +105,7 @@ async def test_documents_become_page_segments_and_bad_ones_are_dead_lettered(
 
         await _eventually(all_finished)
 
-        records = await read_topics(settings.kafka_bootstrap, [settings.topic_segments], idle_ms=1000)
+        records = await read_topics(settings.kafka_bootstrap, [settings.topic_segments])
         batches = [SegmentBatch.model_validate_json(r.value or b"") for r in records]
         by_object: dict[str, list[SegmentBatch]] = {}
         for batch in batches:

@@ -12,13 +12,14 @@ from redis.asyncio import Redis
 
 from loadtest.media_factory import make_image
 from schemas.progress import ObjectState
-from workers.cli.dlq import read_letters, replay, select
 from workers.decode.stage import DecodeStage
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
 from workers.settings import DecodeSettings
+from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
+from workers.state.dead_letter_log import read_letters, replay_letters, select_letters
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,10 @@ async def _wait_state(store: ProgressStore, object_id: str, state: ObjectState, 
     while (p := await store.get(object_id)) is None or p.state is not state:
         assert asyncio.get_running_loop().time() < deadline, f"{object_id} stuck at {p}"
         await asyncio.sleep(0.1)
+
+
+def _no_skips(stored: object, why: str) -> None:
+    raise AssertionError(f"{stored} skipped: {why}")
 
 
 async def test_missing_file_dead_letters_then_replays_after_fix(
@@ -40,7 +45,7 @@ async def test_missing_file_dead_letters_then_replays_after_fix(
         topic_captions=f"captions-{unique}",
         decode_group=f"decode-{unique}",
     )
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     image = tmp_path / "late.png"
     event = {"uri": f"file://{image}"}
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
@@ -55,7 +60,7 @@ async def test_missing_file_dead_letters_then_replays_after_fix(
     try:
         letters: list = []
         for _ in range(100):
-            letters = select(await read_letters(settings), [], "decode", "object_not_found")
+            letters = select_letters(await read_letters(settings), [], "decode", "object_not_found")
             if letters:
                 break
             await asyncio.sleep(0.2)
@@ -66,7 +71,7 @@ async def test_missing_file_dead_letters_then_replays_after_fix(
         await _wait_state(store, object_id, ObjectState.FAILED)
 
         make_image(image, "PNG")  # the operator fixes the cause...
-        assert await replay(settings, [stored]) == 1  # ...and replays the dead letter
+        assert await replay_letters(settings, [stored], _no_skips) == 1  # ...and replays the dead letter
         await _wait_state(store, object_id, ObjectState.DECODED)
         progress = await store.get(object_id)
         assert progress is not None and progress.segments_total == 1 and progress.error is None

@@ -20,14 +20,14 @@ from schemas.base import Message
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved, version_order
 from schemas.ids import object_version_id
-from workers.cli.dlq import read_letters
-from workers.cli.reindex import reindex
+from workers.index.reindex import reindex
 from workers.index.stage import IndexParts, IndexStage, RemovalStage
 from workers.index.writer import SegmentIndex
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.loop import StageLoop
 from workers.settings import IndexSettings
+from workers.state.dead_letter_log import read_letters
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ from workers.localstack import StackEndpoints
 from workers.runtime.kafka import ensure_topics
 from workers.runtime.metrics import scrape, total
 from workers.settings import DecodeSettings
+from workers.stages import REGISTRY
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ async def test_decode_worker_metrics_count_outcomes_and_lag(
         topic_objects=env["CAPSTREAM_TOPIC_OBJECTS"],
         topic_segments=env["CAPSTREAM_TOPIC_SEGMENTS"],
     )
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     image = tmp_path / "cat.png"
     make_image(image, "png")
     event = json.dumps({"uri": f"file://{image}"}).encode()

@@ -184,7 +184,7 @@ async def test_a_redelivered_finished_segment_is_skipped(
         assert redelivery.metrics.records == 1, "the record was not redelivered"
         assert case.backend.calls == 1, "the finished segment went to the model again"
         assert redelivery.metrics.outputs == 0, "the finished segment was published again"
-        outputs = await read_topics(case.settings.kafka_bootstrap, [case.output_topic], idle_ms=1000)
+        outputs = await read_topics(case.settings.kafka_bootstrap, [case.output_topic])
         assert len(outputs) == 1
         assert await redis.hget(keys.progress(OBJECT_ID), case.counter) == b"1"
         if case.counter == "embedded":  # the result view holds the one embedding

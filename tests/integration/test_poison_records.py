@@ -26,8 +26,8 @@ from schemas.dead_letter import DeadLetter
 from schemas.events import ObjectCreated
 from schemas.progress import ObjectState
 from tests.stack_s3 import stack_s3_client
-from workers.cli.dlq import read_letters
-from workers.decode.segmenter import SegmentPolicy, decode_segments
+from workers.decode.dispatch import decode_segments
+from workers.decode.policy import SegmentPolicy
 from workers.decode.source import ObjectSource
 from workers.decode.stage import DecodeStage
 from workers.localstack import StackEndpoints
@@ -37,7 +37,9 @@ from workers.runtime.logging import configure_logging
 from workers.runtime.loop import StageLoop
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import CommonSettings, DecodeSettings
+from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
+from workers.state.dead_letter_log import read_letters
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,7 @@ async def test_poison_events_are_dead_lettered_and_the_decode_stage_keeps_going(
         max_object_bytes=1_000_000,
         retry_backoff_s=0.05,
     )
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     image = tmp_path / "good.png"
     make_image(image, "PNG")
     oversized = ObjectCreated(uri="s3://media/big.png", bucket="media", key="big.png", size=5_000_000, etag="e1")
@@ -236,7 +238,7 @@ async def test_dead_lettering_never_stops_the_loop_and_no_error_text_leaks_a_pre
 
         async def done() -> list[Any]:
             assert not task.done(), f"the loop stopped: {task.exception() if task.done() else ''}"
-            records = await read_topics(settings.kafka_bootstrap, [dlq_topic(in_topic), out_topic], idle_ms=1000)
+            records = await read_topics(settings.kafka_bootstrap, [dlq_topic(in_topic), out_topic])
             return records if len(records) >= 4 else []
 
         records = await _eventually(done)

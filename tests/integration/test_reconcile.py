@@ -34,6 +34,7 @@ from schemas.segments import Frame, SegmentBatch
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import dlq_topic, ensure_topics
 from workers.settings import DecodeSettings
+from workers.stages import REGISTRY
 from workers.state import ClaimOutcome, ClaimStore, ProgressStore, RedisKeys, ResultStore, SequencerOutcome
 from workers.state.sequencers import SequencerStore
 
@@ -116,7 +117,7 @@ async def test_reconcile_rebuilds_redis_from_the_topics(stack_env: StackEndpoint
     }
     os.environ.update(topics)  # stack_env's monkeypatch restores the environment afterwards
     settings = DecodeSettings()
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     done, in_flight, dead, partial = (str(uuid.uuid4()) for _ in range(4))
     done_segs = [_segment(done, 0, "cut", "done.mp4"), _segment(done, 1, "end", "done.mp4")]
     flight_segs = [_segment(in_flight, 0, "cut", "flight.mp4"), _segment(in_flight, 1, "end", "flight.mp4")]

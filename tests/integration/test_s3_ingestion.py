@@ -91,7 +91,7 @@ def _settings(env: dict[str, str]) -> DecodeSettings:
 
 
 async def _records(bootstrap: str, topic: str) -> list[tuple[str, bytes]]:
-    return [((r.key or b"").decode(), r.value or b"") for r in await read_topics(bootstrap, [topic], idle_ms=1000)]
+    return [((r.key or b"").decode(), r.value or b"") for r in await read_topics(bootstrap, [topic])]
 
 
 async def _bridged(settings: DecodeSettings, bucket: str, key: str, count: int) -> list[ObjectCreated]:

@@ -8,11 +8,11 @@ import structlog
 
 from schemas.dead_letter import DeadLetter
 from schemas.events import parse_event
-from workers.cli.dlq import _object_ids
 from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import PermanentError
 from workers.runtime.loop import _record_time
 from workers.runtime.stage import RecordContext
+from workers.state.dead_letter_log import letter_object_ids
 
 
 def _ctx(value: bytes, key: str | None = "media/a.mp4") -> RecordContext:
@@ -43,7 +43,7 @@ def test_replay_finds_decode_objects_in_the_payload_not_the_record_key() -> None
         "decode", _ctx(json.dumps(event).encode()), RuntimeError("s3 5xx"), "transient_exhausted", object_id=None
     ).value
     assert isinstance(letter, DeadLetter)
-    assert _object_ids(letter) == [parse_event(event).objects[0].object_id]
+    assert letter_object_ids(letter) == [parse_event(event).objects[0].object_id]
 
 
 def test_record_time_tolerates_non_millisecond_timestamps() -> None:

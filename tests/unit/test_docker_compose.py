@@ -106,6 +106,7 @@ def test_podman_compose_config_rejects_a_bad_depends_on_condition(tmp_path: Path
 # -- meaning --------------------------------------------------------------------------------
 Check = Callable[[cc.Compose, dict[str, list[cc.StageLoopView]]], list[str]]
 CHECKS: dict[str, Check] = {
+    "stages": lambda c, lp: cc.check_stages_deployed(c),
     "topics": cc.check_topics_exist,
     "replicas": lambda c, lp: cc.check_partitions_cover_replicas(c, lp, cc.scaled_objects()),
     "dependencies": lambda c, lp: cc.check_dependencies(c),
@@ -118,6 +119,7 @@ CHECKS: dict[str, Check] = {
 
 # (check, text in compose.yaml, its faulty replacement, what the problem must mention)
 FAULTS = [
+    ("stages", 'command: ["worker", "embed"]', 'command: ["worker", "embedder"]', "capstream worker embed`"),
     ("topics", "        create media.removals 4\n", "", "media.removals"),
     ("topics", "create media.captions.dlq 1", "create media.captions-dlq 1", "media.captions.dlq"),
     ("replicas", "create media.objects 4", "create media.objects 2", "2 partitions of media.objects"),

@@ -16,22 +16,13 @@ import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 
-from workers.app import StageName
-from workers.runtime.kafka import stage_input_topics
 from workers.runtime.metrics import WorkerMetrics
-from workers.settings import (
-    BridgeSettings,
-    CaptionSettings,
-    CommonSettings,
-    DecodeSettings,
-    EmbedSettings,
-    IndexSettings,
-    SearchSettings,
-)
+from workers.settings import CaptionSettings, CommonSettings, EmbedSettings, IndexSettings, SearchSettings
+from workers.stages import REGISTRY, StageRegistry
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
@@ -99,20 +90,8 @@ def worker_stage(deployment: Manifest) -> str | None:
 
 def stage_inputs(stage: str) -> set[tuple[str, str]]:
     """(consumer group, topic) pairs a stage consumes, as the worker resolves them from env."""
-    if stage == "decode":
-        d = DecodeSettings()
-        return {(d.decode_group, d.topic_objects)}
-    if stage == "caption":
-        c = CaptionSettings()
-        return {(c.caption_group, c.topic_segments)}
-    if stage == "embed":
-        e = EmbedSettings()
-        return {(e.embed_group, e.topic_captions)}
-    if stage == "index":
-        i = IndexSettings()
-        return {(i.index_group, i.topic_embeddings), (i.index_removals_group, i.topic_removals)}
-    b = BridgeSettings()
-    return {(b.s3_events_group, b.topic_filer_events)}
+    spec = REGISTRY[stage]
+    return set(spec.groups(spec.load_settings()).items())
 
 
 def topic_partitions(topic: str, production: dict[str, int]) -> int:
@@ -120,7 +99,7 @@ def topic_partitions(topic: str, production: dict[str, int]) -> int:
     if topic in production:
         return production[topic]
     settings = CommonSettings()
-    if topic in stage_input_topics(settings):
+    if topic in REGISTRY.input_topics(settings):
         return settings.topic_partitions
     raise AssertionError(f"no known partition count for {topic}: add it to kafka-init")
 
@@ -131,7 +110,7 @@ def kafka_triggers(scaled_object: Manifest) -> list[dict[str, str]]:
 
 def settings_env_names() -> set[str]:
     """Every ``CAPSTREAM_*`` variable some capstream process reads."""
-    classes = (DecodeSettings, CaptionSettings, EmbedSettings, SearchSettings, BridgeSettings)
+    classes = (*REGISTRY.settings_classes(), SearchSettings)
     return {f"CAPSTREAM_{name.upper()}" for cls in classes for name in cls.model_fields}
 
 
@@ -271,9 +250,17 @@ def test_keda_schema_refuses_unknown_fields_and_numbers_as_trigger_metadata(
             keda_validator.validate(broken)
 
 
+def stage_deployment_problems(deployments: dict[str, Manifest], registry: StageRegistry = REGISTRY) -> list[str]:
+    """Every registered stage (add-ons too: the bridge serves the SeaweedFS setup) has a
+    ``capstream worker STAGE`` Deployment, and every worker Deployment runs a registered stage."""
+    deployed = {stage for d in deployments.values() if (stage := worker_stage(d)) is not None}
+    return [f"no Deployment runs `capstream worker {s}`" for s in registry.names() if s not in deployed] + [
+        f"`capstream worker {s}` is no registered stage" for s in sorted(deployed - set(registry.names()))
+    ]
+
+
 def test_every_worker_stage_has_a_deployment(deployments: dict[str, Manifest]) -> None:
-    stages = {worker_stage(d) for d in deployments.values()} - {None}
-    assert stages == set(get_args(StageName))
+    assert stage_deployment_problems(deployments) == []
 
 
 def test_each_stage_scales_on_its_own_group_and_topic(

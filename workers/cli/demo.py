@@ -21,13 +21,14 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from workers.cli.inspect import format_report, object_report
+from workers.cli.inspect import format_report
 from workers.cli.submit import submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import start_stack, stop_stack
 from workers.offline_profile import offline_env
 from workers.samples import sample_paths
 from workers.settings import S3Settings
+from workers.state.object_report import object_report
 
 log = structlog.get_logger("capstream.demo")
 

@@ -12,36 +12,8 @@ from redis.asyncio import Redis
 from schemas.events import EventParseError, parse_event
 from schemas.progress import ObjectProgress
 from workers.settings import CommonSettings
-from workers.state import ProgressStore, RedisKeys, ResultStore
-
-
-async def object_report(redis: Redis, settings: CommonSettings, object_id: str) -> dict[str, Any] | None:
-    """Progress plus per-segment results of one object, as plain JSON-able data."""
-    keys = RedisKeys(settings.key_prefix)
-    progress = await ProgressStore(redis, keys).get(object_id)
-    if progress is None:
-        return None
-    rows = await ResultStore(redis, keys).get(object_id)
-    return {
-        "object_id": object_id,
-        "source_uri": progress.source_uri,
-        "state": progress.state.value,
-        "error": progress.error,
-        "segments_total": progress.segments_total,
-        "segments": [
-            {
-                "segment_index": r.segment_index,
-                "segment_id": r.segment_id,
-                "start_s": r.start_s,
-                "end_s": r.end_s,
-                "caption": r.caption,
-                "caption_model": r.caption_model,
-                "embedding_model": r.model,
-                "embedding_dim": r.dim,
-            }
-            for r in rows
-        ],
-    }
+from workers.state import ProgressStore, RedisKeys
+from workers.state.object_report import object_report
 
 
 def format_report(report: dict[str, Any], title: str | None = None) -> str:

@@ -15,9 +15,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from workers.cli.home import StackNotRunning, stack_home, use_running_stack
 from workers.runtime.logging import configure_logging
 from workers.settings import CommonSettings
+from workers.stages import REGISTRY, StageRegistry
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capstream", description="Media in object storage -> timestamped, searchable captions."
     )
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run all stages in one process (laptop mode; with the event bridge if the stack has it)"
     )
     worker = sub.add_parser("worker", help="run one stage (scale-out mode)")
-    worker.add_argument("stage", choices=["s3-events", "decode", "caption", "embed", "index"])
+    worker.add_argument("stage", choices=registry.names())
     for p in (run, worker):
         p.add_argument(
             "--offline",
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("refs", nargs="*", help="<dlq topic>/<partition>/<offset> as printed by `dlq list`")
-    dlq.add_argument("--stage", choices=["decode", "caption", "embed", "index", "index-removals"])
+    dlq.add_argument("--stage", choices=registry.consumer_names(), help="the stage (consumer) that dead-lettered")
     dlq.add_argument("--reason", help="only dead letters with this reason code")
     dlq.add_argument("--json", action="store_true")
 
@@ -158,10 +159,10 @@ def _dispatch(argv: list[str] | None) -> int:
 
     use_running_stack()
     if cmd in ("run", "worker"):
-        from workers.app import laptop_stages, run_stages
+        from workers.app import run_stages
 
         _offline_env(args.offline)
-        asyncio.run(run_stages(laptop_stages() if cmd == "run" else (args.stage,)))
+        asyncio.run(run_stages(REGISTRY.laptop_stages() if cmd == "run" else (args.stage,)))
         return 0
     if cmd == "submit":
         return asyncio.run(_submit(args.paths, args.wait, args.timeout))

@@ -22,6 +22,7 @@ from workers.cli.progress_view import progress_view
 from workers.runtime.kafka import ensure_topics
 from workers.s3_client import s3_client
 from workers.settings import S3Settings
+from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
 from workers.state.progress_feed import ProgressFeed
 
@@ -79,7 +80,7 @@ def expand_paths(paths: list[Path]) -> list[tuple[Path, str]]:
 
 async def submit(paths: list[Path], settings: S3Settings) -> list[Submitted]:
     files = expand_paths(paths)
-    await ensure_topics(settings)
+    await ensure_topics(settings, REGISTRY.topics(settings))
     submitted: list[Submitted] = []
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -39,50 +41,64 @@ def make_consumer(settings: CommonSettings, group_id: str) -> AIOKafkaConsumer:
     )
 
 
-async def read_topics(bootstrap: str, topics: list[str], idle_ms: int = 1500) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topics`` from the beginning, until no record arrives for ``idle_ms``
-    (for inspection tools and tests; workers use consumer groups)."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+async def read_to_end(
+    bootstrap: str, topics: list[str], batch_records: int = 500
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Every record of ``topics`` (those that exist) from the beginning, in batches, until a
+    fetch brings nothing and every partition's position has reached its end offset, asked
+    again at that moment. No consumer group: the workers' offsets are untouched.
+
+    The one way capstream reads a topic whole (reconcile, reindex, ``capstream dlq``, the
+    chaos collector). Not "until no record came for a while": a fetch comes back empty while
+    the broker is down or restarting, and a reader that stopped there lost the rest
+    (tests/integration/test_read_to_end.py). Not only up to the end offsets asked at the
+    start either: a broker just restarted (Tansu on S3 storage, seen in the chaos run's
+    wipe-Redis variant) can answer low end offsets, and a reconcile that stopped there read 0
+    of ~270 segments. Tansu's S3 engine answers ListOffsets stale (seen: 1 per partition for
+    ~250 records) while its fetch responses carry the true high watermark, so the end is the
+    larger of the two. Records appended meanwhile are read too; every caller's effects are
+    idempotent.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while batch := await consumer.getmany(timeout_ms=idle_ms):
-            records += [r for recs in batch.values() for r in recs]
-        return records
+        existing = await consumer.topics()  # fetches the cluster's metadata
+        tps = [TopicPartition(t, p) for t in topics if t in existing for p in consumer.partitions_for_topic(t) or ()]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=batch_records)
+            records = [r for recs in fetched.values() for r in recs]
+            if records:
+                yield records
+                continue
+            ends = await consumer.end_offsets(tps)  # waits out a broker that is down
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= max(ends[tp], consumer.highwater(tp) or 0) for pos, tp in zip(positions, tps, strict=True)):
+                return
     finally:
         await consumer.stop()
+
+
+async def read_topics(bootstrap: str, topics: list[str]) -> list[ConsumerRecord[bytes, bytes]]:
+    """``read_to_end``, collected: for small topics (dead letters, tests)."""
+    return [r async for batch in read_to_end(bootstrap, topics) for r in batch]
 
 
 def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-def stage_input_topics(settings: CommonSettings) -> list[str]:
-    """Every topic a stage consumes; each has a dead-letter topic."""
-    return [
-        settings.topic_objects,
-        settings.topic_segments,
-        settings.topic_captions,
-        settings.topic_embeddings,
-        settings.topic_removals,
-    ]
-
-
-def pipeline_topics(settings: CommonSettings) -> list[str]:
-    inputs = stage_input_topics(settings)
-    return inputs + [dlq_topic(t) for t in inputs]
-
-
-async def ensure_topics(settings: CommonSettings, topics: list[str] | None = None) -> None:
-    """Create missing topics (production clusters usually pre-create them; then this is a no-op)."""
-    wanted = topics or pipeline_topics(settings)
+async def ensure_topics(settings: CommonSettings, topics: list[str]) -> None:
+    """Create missing topics (production clusters usually pre-create them; then this is a no-op).
+    The pipeline's topics: ``workers.stages.REGISTRY.topics(settings)``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in wanted if t not in existing]
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             try:
                 await admin.create_topics(

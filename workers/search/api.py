@@ -25,12 +25,12 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from workers.cli.inspect import object_report
 from workers.index.table import sql_literal
 from workers.s3_client import s3_client
 from workers.search.query import Mode, SearchHit, SearchQuery
 from workers.search.searcher import Searcher
 from workers.settings import SearchSettings
+from workers.state.object_report import object_report
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,9 @@ replays that history through the same Lua scripts the workers use (``ProgressSto
 idempotent and order-free, so reconciling twice, or while workers run, counts nothing twice.
 
 Steps:
-1. Read each topic from its beginning until a fetch brings nothing and every partition is at
-   its end offset (no consumer group: the workers' offsets are untouched). Segment batches
-   are read for their identifying fields only; their frames are skipped.
+1. Read each stage's output topic (the stage registry's progress topics: segments, captions,
+   embeddings) and every DLQ to its end (``read_to_end``). Segment batches are read for their
+   identifying fields only; their frames are skipped.
 2. Per object: start its progress, mark every segment decoded, set the total once the
    decoder's final segment (``reason == "end"``) is on the topic, mark captioned and embedded
    segments, restore the result view; objects whose decode finished or was dead-lettered get
@@ -31,14 +31,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 
 from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
-from workers.runtime.kafka import dlq_topic
+from workers.runtime.kafka import read_to_end
 from workers.settings import DecodeSettings
+from workers.stages import REGISTRY, StageRegistry
 from workers.state.claims import ClaimStore
 from workers.state.keys import RedisKeys
 from workers.state.progress import ProgressStore, StageCounter
@@ -88,42 +88,10 @@ class ReconcileCounts:
     malformed: int = 0
 
 
-async def _read_to_end(bootstrap: str, topic: str) -> AsyncIterator[list[bytes]]:
-    """Every record value of ``topic``, in batches, until a fetch brings nothing and every
-    partition's position has reached its end offset, asked again at that moment.
-
-    Not only up to the end offsets asked at the start: a broker just restarted (Tansu on S3
-    storage, seen in the chaos run) can answer low end offsets for a moment, and a reconcile
-    that stopped there would skip history it must replay. Records appended meanwhile are
-    read too, which the idempotent replay allows."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():  # fetches the cluster's metadata
-            return
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=_BATCH)
-            values = [r.value or b"" for records in batch.values() for r in records]
-            if values:
-                yield values
-                continue
-            ends = await consumer.end_offsets(tps)
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                return
-    finally:
-        await consumer.stop()
-
-
 class Reconciler:
-    def __init__(self, settings: DecodeSettings, redis: Redis) -> None:
+    def __init__(self, settings: DecodeSettings, redis: Redis, registry: StageRegistry = REGISTRY) -> None:
         self.settings = settings
+        self.registry = registry
         keys = RedisKeys(settings.key_prefix)
         self.progress = ProgressStore(redis, keys, failed_ttl_s=settings.failed_progress_ttl_s)
         self.results = ResultStore(redis, keys)
@@ -144,28 +112,35 @@ class Reconciler:
         return self.counts
 
     async def _read_history(self) -> None:
-        s, bootstrap = self.settings, self.settings.kafka_bootstrap
-        async for values in _read_to_end(bootstrap, s.topic_segments):
-            for value in values:
-                if (seg := self._parse(_SegmentSeen, value)) is not None:
-                    self._segment(seg)
-        async for values in _read_to_end(bootstrap, s.topic_captions):
-            for value in values:
-                if (cap := self._parse(_SegmentSeen, value)) is not None:
-                    self._objects[cap.object_id].captioned.add(cap.segment_id)
-                    self.counts.captions += 1
-        async for values in _read_to_end(bootstrap, s.topic_embeddings):
-            for value in values:
-                if (emb := self._parse(Embedding, value)) is not None:
-                    self._objects[emb.object_id].embedded[emb.segment_id] = emb
-                    self.counts.embeddings += 1
-        for topic in (s.topic_objects, s.topic_segments, s.topic_captions, s.topic_embeddings):
-            async for values in _read_to_end(bootstrap, dlq_topic(topic)):
+        readers = {"decoded": self._read_segment, "captioned": self._read_caption, "embedded": self._read_embedding}
+        for _stage, counter, topic in self.registry.progress_topics(self.settings):
+            async for values in self._values(topic):
                 for value in values:
-                    letter = self._parse(DeadLetter, value)
-                    if letter is not None and letter.object_id:
-                        self._objects[letter.object_id].letters.append(letter)
-                        self.counts.dead_letters += 1
+                    readers[counter](value)
+        async for values in self._values(*self.registry.dlq_topics(self.settings)):
+            for value in values:
+                letter = self._parse(DeadLetter, value)
+                if letter is not None and letter.object_id:
+                    self._objects[letter.object_id].letters.append(letter)
+                    self.counts.dead_letters += 1
+
+    async def _values(self, *topics: str) -> AsyncIterator[list[bytes]]:
+        async for records in read_to_end(self.settings.kafka_bootstrap, list(topics), _BATCH):
+            yield [r.value or b"" for r in records]
+
+    def _read_segment(self, value: bytes) -> None:
+        if (seg := self._parse(_SegmentSeen, value)) is not None:
+            self._segment(seg)
+
+    def _read_caption(self, value: bytes) -> None:
+        if (cap := self._parse(_SegmentSeen, value)) is not None:
+            self._objects[cap.object_id].captioned.add(cap.segment_id)
+            self.counts.captions += 1
+
+    def _read_embedding(self, value: bytes) -> None:
+        if (emb := self._parse(Embedding, value)) is not None:
+            self._objects[emb.object_id].embedded[emb.segment_id] = emb
+            self.counts.embeddings += 1
 
     def _segment(self, seg: _SegmentSeen) -> None:
         history = self._objects[seg.object_id]
