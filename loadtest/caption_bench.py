@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from loadtest.bench_kafka import Placed, create_topics, fresh_name, produce_placed, read_until
 from loadtest.bench_stats import histogram_counts, histogram_totals, percentile
-from loadtest.bench_workers import BenchWorker, event_time, spawn_bench_worker
+from loadtest.worker_process import WorkerProcess, event_time
 from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionResult, VllmCaptionBackend
 from workers.caption.prompt import ChatMessages, build_caption_messages
@@ -110,7 +110,6 @@ async def stage_run(
         "CAPSTREAM_TOPIC_CAPTIONS": cap_topic,
         "CAPSTREAM_CAPTION_GROUP": group,
         "CAPSTREAM_KEY_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
-        "CAPSTREAM_METRICS_PORT": "0",
     }
     settings = CaptionSettings(kafka_bootstrap=stack.kafka_bootstrap)
     await create_topics(settings, [seg_topic, cap_topic])
@@ -118,7 +117,7 @@ async def stage_run(
         stack.kafka_bootstrap, seg_topic, placed_segments(segments, settings.topic_partitions), 16 * 1024 * 1024
     )
     load = os.getloadavg()[0]
-    worker = spawn_bench_worker("caption", env, run_dir / f"caption-{seed}.log")
+    worker = WorkerProcess("caption", 0, run_dir / f"caption-{seed}.log").start(env)
     try:
         while worker.assignment() is None:  # the engine loads first: its CPU is not the run's
             worker.check_alive()
@@ -167,16 +166,15 @@ class WarmCaptionWorker:
             "CAPSTREAM_TOPIC_CAPTIONS": self.cap_topic,
             "CAPSTREAM_CAPTION_GROUP": fresh_name("caption"),
             "CAPSTREAM_KEY_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
-            "CAPSTREAM_METRICS_PORT": "0",
         }
         self.settings = CaptionSettings(kafka_bootstrap=stack.kafka_bootstrap)
         self.run_dir = run_dir
         self.produced = 0
-        self.worker: BenchWorker | None = None
+        self.worker: WorkerProcess | None = None
 
     async def start(self) -> None:
         await create_topics(self.settings, [self.seg_topic, self.cap_topic])
-        self.worker = spawn_bench_worker("caption", self.env, self.run_dir / "caption-warm.log")
+        self.worker = WorkerProcess("caption", 0, self.run_dir / "caption-warm.log").start(self.env)
         want = {f"{self.seg_topic}/{p}" for p in range(self.settings.topic_partitions)}
         deadline = time.monotonic() + 900
         while set(self.worker.assignment() or []) != want:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from loadtest.bench_kafka import Placed, create_topics, fresh_name, produce_placed
 from loadtest.bench_stats import assignment_settled
-from loadtest.bench_workers import BenchWorker, spawn_bench_worker
+from loadtest.worker_process import WorkerProcess
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import read_topics
 from workers.runtime.metrics import total
@@ -74,7 +74,7 @@ def object_links(video: Path, count: int, directory: Path) -> list[Path]:
     return links
 
 
-async def _wait_settled(workers: list[BenchWorker], topic: str, partitions: int, timeout_s: float = 180.0) -> None:
+async def _wait_settled(workers: list[WorkerProcess], topic: str, partitions: int, timeout_s: float = 180.0) -> None:
     want = {f"{topic}/{p}" for p in range(partitions)}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -87,7 +87,7 @@ async def _wait_settled(workers: list[BenchWorker], topic: str, partitions: int,
         await asyncio.sleep(0.2)
 
 
-def _done(workers: list[BenchWorker]) -> tuple[float, float, float]:
+def _done(workers: list[WorkerProcess]) -> tuple[float, float, float]:
     """(objects done, objects dead-lettered, video seconds) over every worker's /metrics."""
     done = dead = video = 0.0
     for w in workers:
@@ -109,7 +109,6 @@ async def decode_run(
         "CAPSTREAM_TOPIC_SEGMENTS": seg_topic,
         "CAPSTREAM_DECODE_GROUP": fresh_name("decode"),
         "CAPSTREAM_KEY_PREFIX": f"bench{uuid.uuid4().hex[:8]}",
-        "CAPSTREAM_METRICS_PORT": "0",
     }
     if pinned:
         env["CAPSTREAM_DECODE_THREADS"] = "1"
@@ -118,7 +117,7 @@ async def decode_run(
     await create_topics(settings, [obj_topic, seg_topic])
     tag = f"{workers}{'p' if pinned else 'u'}-{uuid.uuid4().hex[:6]}"
     procs = [
-        spawn_bench_worker("decode", env, run_dir / f"decode-{tag}-{i}.log", core=i if pinned else None)
+        WorkerProcess("decode", i, run_dir / f"decode-{tag}-{i}.log").start(env, core=i if pinned else None)
         for i in range(workers)
     ]
     try:

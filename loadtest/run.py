@@ -34,8 +34,9 @@ from loadtest.loadrun.feed import ObjectRecord, upload_at_rate, wait_searchable
 from loadtest.loadrun.figures import LAG, compute
 from loadtest.loadrun.report import write_report
 from loadtest.loadrun.sampler import Sampler
-from loadtest.loadrun.workers import WorkerProc, parse_plan, plan_workers, wait_ready
+from loadtest.loadrun.workers import parse_plan, plan_workers, wait_ready
 from loadtest.loadrun.workload import make_workload
+from loadtest.worker_process import WorkerProcess
 from workers.localstack import StackEndpoints, start_stack, stop_stack
 from workers.offline_profile import offline_env
 from workers.runtime.logging import configure_logging
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def settle(sampler: Sampler, workers: list[WorkerProc]) -> None:
+async def settle(sampler: Sampler, workers: list[WorkerProcess]) -> None:
     """Until every worker reported lag 0 and nothing in flight (at most ``SETTLE_S``): the
     figures are read after the last commits, not in the middle of them."""
     deadline = time.monotonic() + SETTLE_S
@@ -86,7 +87,7 @@ async def settle(sampler: Sampler, workers: list[WorkerProc]) -> None:
 
 
 async def drive(
-    args: argparse.Namespace, workers: list[WorkerProc], sampler: Sampler, records: list[ObjectRecord]
+    args: argparse.Namespace, workers: list[WorkerProcess], sampler: Sampler, records: list[ObjectRecord]
 ) -> bool:
     items = args.items
     settings = IndexSettings()
@@ -106,12 +107,12 @@ async def drive(
     return ok
 
 
-def stop_all(workers: list[WorkerProc]) -> dict[str, int | None]:
+def stop_all(workers: list[WorkerProcess]) -> dict[str, int | None]:
     """SIGTERM to every worker at once (each drains and commits), each once: a second SIGTERM
     that lands after the worker's handler is gone would kill it mid-shutdown."""
     with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:
-        list(pool.map(WorkerProc.stop, workers))
-    return {w.name: w.proc.returncode if w.proc is not None else None for w in workers}
+        codes = list(pool.map(WorkerProcess.stop, workers))
+    return {w.name: code for w, code in zip(workers, codes, strict=True)}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -170,7 +171,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def _config(
-    args: argparse.Namespace, workers: list[WorkerProc], exit_codes: dict[str, int | None], timed_out: bool
+    args: argparse.Namespace, workers: list[WorkerProcess], exit_codes: dict[str, int | None], timed_out: bool
 ) -> dict[str, Any]:
     return {
         "objects": args.objects,

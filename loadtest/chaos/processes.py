@@ -15,25 +15,22 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.loadrun.workers import WorkerProc as LoggedWorker
-from workers.cli.worker_process import stop_worker
-from workers.runtime.metrics import scrape, total
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from loadtest.loadrun.workers import is_ready
+from loadtest.worker_process import Samples, WorkerProcess
+from workers.runtime.metrics import total
 
 SCRAPE_S = 0.3
 
 
 @dataclass
 class Incarnation:
-    """One process of a worker slot: the load test's process wrapper (its log states the
-    metrics URL and the stage starts) plus the last scrape of its ``/metrics``."""
+    """One process of a worker slot (its log states the metrics URL and the stage starts) plus
+    the last scrape of its ``/metrics``."""
 
-    process: LoggedWorker
+    process: WorkerProcess
     last: Samples = field(default_factory=dict)  # the last successful scrape
     killed: bool = False
 
@@ -47,12 +44,10 @@ class Incarnation:
         return self.process.log_path
 
     def scrape(self) -> bool:
-        url = self.process.metrics_url
-        if url is None or self.proc.poll() is not None:
+        if self.proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:
-                self.last = scrape(resp.read().decode())
+            self.last = self.process.scrape(timeout_s=2.0)
         except OSError:
             return False
         return True
@@ -78,7 +73,7 @@ class WorkerProc:
         return self.incarnations[-1]
 
     def start(self) -> None:
-        process = LoggedWorker(self.stage, self.number, self.log_dir / f"{self.name}.{len(self.incarnations)}.log")
+        process = WorkerProcess(self.stage, self.number, self.log_dir / f"{self.name}.{len(self.incarnations)}.log")
         process.start(self.env)  # metrics on a free port, stated in its log
         with self.lock:
             self.incarnations.append(Incarnation(process))
@@ -86,8 +81,7 @@ class WorkerProc:
     @property
     def ready(self) -> bool:
         """Serving metrics, every consumer loop started (the engine is loaded by then), partitions."""
-        self.current.process.read_log()
-        return self.current.process.ready
+        return is_ready(self.current.process)
 
     def in_flight(self) -> int:
         return int(total(self.current.last, "capstream_records_in_flight", stage=self.stage))
@@ -114,8 +108,7 @@ class WorkerProc:
         """A last scrape, then SIGTERM (drain and commit)."""
         with self.lock:
             self.current.scrape()
-        stop_worker(self.current.proc, 60.0)
-        return self.current.proc.returncode
+        return self.current.process.stop(60.0)
 
     def current_total(self, name: str, **labels: str) -> float:
         """From the running incarnation's last scrape (gauges: lag, in flight)."""
@@ -149,14 +142,3 @@ class Scraper:
                     w.current.scrape()
             self._stop.wait(SCRAPE_S)
 
-
-def wait_ready(workers: list[WorkerProc], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not all(w.ready for w in workers):
-        for w in workers:
-            if not w.alive():
-                raise RuntimeError(f"worker {w.name} exited; see {w.current.log_path}")
-        if time.monotonic() > deadline:
-            waiting = [w.name for w in workers if not w.ready]
-            raise RuntimeError(f"workers not ready after {timeout_s:.0f}s: {waiting}")
-        time.sleep(0.5)

@@ -28,9 +28,10 @@ from redis.asyncio import Redis
 
 from loadtest.chaos.collect import collect
 from loadtest.chaos.faults import Chaos
-from loadtest.chaos.processes import Scraper, WorkerProc, wait_ready
+from loadtest.chaos.processes import Scraper, WorkerProc
 from loadtest.chaos.verifier import TruthObject, Verdict, verify
 from loadtest.chaos.workload import MediaFile, make_media
+from loadtest.loadrun.workers import wait_ready
 from workers.cli.submit import Submitted, submit
 from workers.localstack import start_stack, stop_stack
 from workers.offline_profile import offline_env
@@ -119,7 +120,8 @@ async def run(args: Any) -> int:
     try:
         for w in workers:
             w.start()
-        await asyncio.to_thread(wait_ready, workers, args.ready_timeout)
+        processes = [w.current.process for w in workers]
+        await asyncio.to_thread(wait_ready, processes, args.ready_timeout, settings.topic_partitions)
         log.info("workers_ready", seconds=round(time.monotonic() - started, 1))
         scraper.start()
         by_id = lambda: {s.object_id: s for s in submitted.values()}  # noqa: E731

@@ -4,6 +4,7 @@ ratios, settled assignments, log parsing and the verdicts of its table."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -15,10 +16,10 @@ from loadtest.bench_stats import (
     paired_ratios,
     percentile,
 )
-from loadtest.bench_workers import event_time, log_events
 from loadtest.caption_bench import placed_segments
 from loadtest.fresh_frames import fresh_segments
 from loadtest.stage_bench import caption_rows, format_table, scaling_rows, verdict
+from loadtest.worker_process import WorkerProcess, event_time
 from workers.runtime.metrics import scrape
 
 
@@ -71,19 +72,25 @@ def test_assignment_settled_needs_every_member_and_every_partition_once() -> Non
     assert not assignment_settled([], want)
 
 
-def test_log_events_reads_json_lines_among_other_output() -> None:
-    text = "\n".join(
-        [
-            "INFO 11-30 13:12:10 [llm.py:1] vLLM says hello",
-            '{"stage": "caption", "partitions": ["s/0", "s/1"], "event": "partitions_assigned", '
-            '"level": "info", "timestamp": "2026-11-30T13:00:00.250000Z"}',
-            '{"event": "segment_captioned", "timestamp": "2026-11-30T13:00:01Z"}',
-            '{"broken json "partitions_assigned"',
-        ]
-    )
-    [assigned] = log_events(text, "partitions_assigned")
-    assert assigned["partitions"] == ["s/0", "s/1"]
+def test_worker_log_is_read_as_json_lines_among_other_output(tmp_path: Path) -> None:
+    log = tmp_path / "caption-0.log"
+    lines = [
+        "INFO 11-30 13:12:10 [llm.py:1] vLLM says hello",
+        '{"stage": "caption", "partitions": ["s/0", "s/1"], "event": "partitions_assigned", '
+        '"level": "info", "timestamp": "2026-11-30T13:00:00.250000Z"}',
+        '{"event": "segment_captioned", "timestamp": "2026-11-30T13:00:01Z"}',
+        '{"broken json "partitions_assigned"',
+    ]
+    log.write_text("\n".join(lines) + '\n{"event": "metrics_serving", "url": "http://127.0.0.1:9/metrics"')
+    worker = WorkerProcess("caption", 0, log)
+    [assigned] = worker.events("partitions_assigned")
+    assert assigned["partitions"] == ["s/0", "s/1"] and worker.assignment() == ["s/0", "s/1"]
     assert event_time(assigned) == pytest.approx(1796043600.25)
+    assert worker.counts["segment_captioned"] == 1
+    assert worker.metrics_url is None  # a half-written line waits until it is whole
+    with log.open("a") as fh:
+        fh.write("}\n")
+    assert worker.metrics_url == "http://127.0.0.1:9/metrics"
 
 
 def test_fresh_segments_differ_between_seeds_and_repeat_within_one() -> None:

@@ -1,5 +1,6 @@
-"""Worker processes started by other commands (``demo``) and by the tests: ``capstream``
-stages in a child process with their own log file, stopped the way a supervisor would."""
+"""Worker processes started by other commands (``demo``), the tests and the benchmarks:
+``capstream`` stages in a child process with their own log file, stopped the way a supervisor
+would."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def spawn_worker(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m workers.cli.main ARGS`` in its own process group, logging to ``log_path``."""
+def spawn_worker(
+    args: Sequence[str], env: Mapping[str, str], log_path: Path, core: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m workers.cli.main ARGS`` in its own process group, logging to ``log_path``;
+    under ``taskset -c CORE`` when pinned, so every thread it ever starts stays on that core."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    pin = ["taskset", "-c", str(core)] if core is not None else []
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", *args],
+            [*pin, sys.executable, "-m", "workers.cli.main", *args],
             env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
