@@ -145,18 +145,15 @@ async def publish(captions: list[Caption]) -> None:
 
 def index_state(expected: int) -> tuple[int, int | None]:
     """(rows in the table, rows the full-text index does not cover yet or None without one)."""
-    from workers.index.table import connect, open_table
+    from workers.index.table import connect, open_table, text_index
     from workers.settings import IndexSettings
 
     settings = IndexSettings()
     table = open_table(connect(settings), settings.index_table)
     if table is None:
         return 0, None
-    rows = int(table.count_rows())
-    for ix in table.list_indices():
-        if "caption" in list(ix.columns) and str(ix.index_type).upper() == "FTS":
-            return rows, int(table.index_stats(ix.name).num_unindexed_rows)
-    return rows, None
+    fts = text_index(table)
+    return int(table.count_rows()), None if fts is None else int(table.index_stats(fts.name).num_unindexed_rows)
 
 
 async def run_pipeline(captions: list[Caption], timeout_s: float) -> float:

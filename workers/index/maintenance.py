@@ -25,7 +25,7 @@ from typing import Any, Literal
 import structlog
 from lancedb.index import FTS, IvfHnswSq
 
-from workers.index.table import connect, open_table
+from workers.index.table import TEXT_COLUMN, connect, open_table, text_index
 from workers.settings import IndexSettings
 
 log = structlog.get_logger("capstream.index")
@@ -92,9 +92,9 @@ class IndexMaintenance:
         table.checkout_latest()
         self.runs += 1
         rows = int(table.count_rows())
-        if rows and not has_index(table, "caption"):
+        if rows and text_index(table) is None:
             started = time.monotonic()
-            table.create_index("caption", config=FTS(), replace=True)
+            table.create_index(TEXT_COLUMN, config=FTS(), replace=True)
             log.info("index_fts_created", table=self.table_name, rows=rows, s=round(time.monotonic() - started, 2))
         for column, kind in _SCALAR_INDEXES:
             if rows and not has_index(table, column):

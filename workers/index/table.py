@@ -28,6 +28,7 @@ import pyarrow as pa
 from workers.settings import IndexSettings
 
 KEY = "segment_id"
+TEXT_COLUMN = "caption"  # the column with the full-text (BM25) index
 
 
 def sql_literal(value: str) -> str:
@@ -104,6 +105,15 @@ def connect(settings: IndexSettings, *, read_consistency_interval: timedelta | N
         uri = str(path)
     return lancedb.connect(
         uri, storage_options=storage_options(settings) or None, read_consistency_interval=read_consistency_interval
+    )
+
+
+def text_index(table: Any) -> Any | None:
+    """The full-text index of the text column (its name, for ``index_stats``), or None: the
+    index stage builds it after the first rows; text and hybrid search need it."""
+    return next(
+        (ix for ix in table.list_indices() if str(ix.index_type).upper() == "FTS" and TEXT_COLUMN in list(ix.columns)),
+        None,
     )
 
 

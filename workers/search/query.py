@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from workers.index.table import sql_literal
+from workers.index.table import TEXT_COLUMN, sql_literal, text_index
 
 Mode = Literal["hybrid", "vector", "text"]
 
@@ -42,7 +42,6 @@ REFINE_FACTOR = 5
 DISTANCE = "cosine"  # embeddings are compared by cosine; vector score = 1 - distance
 FETCH_FACTOR = 4  # first over-fetch: k * this rows per leg
 MAX_FETCH = 2000  # never ask one leg for more rows than this
-TEXT_COLUMN = "caption"
 HIT_COLUMNS = ["object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption"]
 
 
@@ -94,7 +93,7 @@ def where_clause(query: SearchQuery) -> str | None:
 
 def has_text_index(table: Any) -> bool:
     """Whether the caption column has a full-text (BM25) index; text and hybrid need one."""
-    return any(str(ix.index_type).upper() == "FTS" and TEXT_COLUMN in list(ix.columns) for ix in table.list_indices())
+    return text_index(table) is not None
 
 
 def effective_mode(table: Any, mode: Mode, have_vector: bool) -> Mode | None:
