@@ -13,18 +13,16 @@ import asyncio
 import base64
 import io
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from PIL import Image
 
+from tests.poison_harness import fails_as_the_inputs_fault
 from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import ChatMessages
 from workers.embed.backend import VllmEmbedBackend
 from workers.offline_profile import offline_env
 from workers.runtime.continuous import engine_thread
-from workers.runtime.errors import FatalWorkerError
 from workers.settings import CaptionSettings, EmbedSettings
 
 pytestmark = pytest.mark.e2e
@@ -73,25 +71,18 @@ async def _caption_poison_is_the_inputs_fault(engine: VllmCaptionBackend) -> Non
     # Four poison segments first, each tried like the loop would: a fresh worker meeting them
     # at the head of its partitions, before anything succeeded (the canary answers for the engine).
     for seed in range(4):
-        await _fails_as_the_inputs_fault(engine.caption, _image_message(random.Random(seed).randbytes(3000)))
+        await fails_as_the_inputs_fault(engine.caption, _image_message(random.Random(seed).randbytes(3000)), ATTEMPTS)
     assert (await engine.caption(_image_message(_jpeg(1)))).completion_tokens
     # After a success, more poison (truncated JPEGs): the probe is now the last good request.
     for seed in range(4):
-        await _fails_as_the_inputs_fault(engine.caption, _image_message(_jpeg(10 + seed)[:200]))
+        await fails_as_the_inputs_fault(engine.caption, _image_message(_jpeg(10 + seed)[:200]), ATTEMPTS)
     assert (await engine.caption(_image_message(_jpeg(2)))).completion_tokens
 
 
 async def _overlong_text_is_the_inputs_fault(engine: VllmEmbedBackend) -> None:
     for _ in range(4):
-        await _fails_as_the_inputs_fault(engine.embed, "caption " * 5000)  # far beyond MiniLM's context
+        await fails_as_the_inputs_fault(engine.embed, "caption " * 5000, ATTEMPTS)  # far beyond MiniLM's context
     assert len(await engine.embed("a cat on a sofa")) == 384
-
-
-async def _fails_as_the_inputs_fault(call: Callable[[Any], Awaitable[object]], poison: Any) -> None:
-    for _ in range(ATTEMPTS):
-        with pytest.raises(Exception) as info:
-            await call(poison)
-        assert not isinstance(info.value, FatalWorkerError), info.value
 
 
 async def _a_request_given_up_on_leaves_the_engine(engine: VllmCaptionBackend, request: ChatMessages) -> None:

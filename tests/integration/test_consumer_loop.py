@@ -9,8 +9,7 @@ broker's acknowledgements back from the loop (the records still reach the real b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from redis.asyncio import Redis
 
 from schemas.base import Message
 from schemas.dead_letter import DeadLetter
+from tests.poison_harness import eventually, produce, running
 from workers.localstack import StackEndpoints, free_port, start_redis, stop_process
 from workers.runtime import loop as loop_module
 from workers.runtime.errors import PermanentError
@@ -89,18 +89,8 @@ async def _pipeline(
     settings = _settings(stack, **settings_kw)
     src, dst, group = f"in-{unique}", f"out-{unique}", f"g-{unique}"
     await ensure_topics(settings, [src, dst, dlq_topic(src)])
-    await _produce(settings, src, values)
+    await produce(settings, src, values)
     return settings, src, dst, group
-
-
-async def _produce(settings: CommonSettings, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i, v in enumerate(values):
-            await producer.send_and_wait(topic, v, key=str(i).encode())
-    finally:
-        await producer.stop()
 
 
 async def _read_all(settings: CommonSettings, topic: str, expect: int, timeout_s: float = 20.0) -> list[bytes]:
@@ -124,16 +114,10 @@ async def _read_all(settings: CommonSettings, topic: str, expect: int, timeout_s
     return out
 
 
-async def _run_until(loop: StageLoop[Any], cond: Any, timeout_s: float = 30.0) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not cond() and asyncio.get_running_loop().time() < deadline:
-        if task.done():
-            break
-        await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 30)
+async def _run_until(loop: StageLoop[Any], cond: Callable[[], bool], what: str) -> None:
+    """The loop runs until ``cond`` holds, then stops (draining and committing)."""
+    async with running(loop) as task:
+        await eventually(cond, what, loop_task=task, timeout_s=30)
 
 
 async def _committed_by_partition(settings: CommonSettings, group: str, topic: str) -> dict[int, int]:
@@ -153,7 +137,7 @@ async def test_outputs_acked_then_committed_with_bounded_in_flight(stack: StackE
     settings, src, dst, group = await _pipeline(stack, unique, _echoes(30))
     stage = EchoStage(src, dst, delay_s=0.02)
     loop = StageLoop(stage, settings, group, max_in_flight=3)
-    await _run_until(loop, lambda: len(stage.delivered_ns) >= 30)
+    await _run_until(loop, lambda: len(stage.delivered_ns) >= 30, "not all 30 records were delivered")
     outputs = await _read_all(settings, dst, 30)
     assert sorted(Echo.model_validate_json(v).n for v in outputs) == list(range(30))
     assert await _committed(settings, group, src) == 30
@@ -177,27 +161,6 @@ class GatedEchoStage(EchoStage):
         yield Output(self.output_topics[0], str(item.n), item)
 
 
-@asynccontextmanager
-async def _running(loop: StageLoop[Any], release: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
-    """The loop runs inside the block; on the way out ``release`` is set (whatever the test
-    held back) so the loop can drain, then it is stopped."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
-    try:
-        yield task
-    finally:
-        release.set()
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def _eventually(cond: Any, what: str, timeout_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def test_full_in_flight_pauses_the_partitions_and_a_free_slot_resumes_them(
     stack: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,20 +174,20 @@ async def test_full_in_flight_pauses_the_partitions_and_a_free_slot_resumes_them
     monkeypatch.setattr(loop_module, "make_consumer", recording_consumer)
     stage = GatedEchoStage(src, dst)
     loop = StageLoop(stage, settings, group, max_in_flight=2)
-    async with _running(loop, release=stage.gate) as task:
-        await _eventually(lambda: stage.in_flight == 2, "the stage never filled its slots")
+    async with running(loop, release=stage.gate) as task:
+        await eventually(lambda: stage.in_flight == 2, "the stage never filled its slots")
         [consumer] = consumers
 
         def all_paused() -> bool:
             assigned = consumer.assignment()
             return bool(assigned) and consumer.paused() == assigned
 
-        await _eventually(all_paused, f"partitions {consumer.assignment()} never paused at full in-flight", 10)
+        await eventually(all_paused, f"partitions {consumer.assignment()} never paused at full in-flight", timeout_s=10)
         await asyncio.sleep(0.5)  # several poll passes while paused: still 2 in flight, still paused
         assert stage.in_flight == 2 and all_paused() and not task.done()
         stage.gate.set()
-        await _eventually(lambda: len(stage.delivered_ns) == 6, "records after the pause were not delivered")
-        await _eventually(lambda: not consumer.paused(), "free slots did not resume the partitions", 10)
+        await eventually(lambda: len(stage.delivered_ns) == 6, "records after the pause were not delivered")
+        await eventually(lambda: not consumer.paused(), "free slots did not resume the partitions", timeout_s=10)
     assert sorted(stage.delivered_ns) == list(range(6)) and loop.metrics.pauses >= 1
 
 
@@ -263,15 +226,15 @@ async def test_no_commit_until_the_broker_acknowledged_the_outputs(
     monkeypatch.setattr(loop_module, "make_producer", acks.producer)
     stage = EchoStage(src, dst)
     loop = StageLoop(stage, settings, group, max_in_flight=10)
-    async with _running(loop, release=acks.gate) as task:
-        await _eventually(lambda: acks.acked_by_broker == 10, "the outputs never reached the broker")
+    async with running(loop, release=acks.gate) as task:
+        await eventually(lambda: acks.acked_by_broker == 10, "the outputs never reached the broker")
         assert len(await _read_all(settings, dst, 10)) == 10  # durable on the broker...
         await asyncio.sleep(1.0)  # ...and the loop keeps polling and committing what it may
         assert not task.done()
         assert await _committed(settings, group, src) == 0, "committed before the outputs' acks reached the loop"
         assert stage.delivered_ns == [], "side effects ran before the acks"
         acks.gate.set()
-        await _eventually(lambda: len(stage.delivered_ns) == 10, "acks released but records not finished")
+        await eventually(lambda: len(stage.delivered_ns) == 10, "acks released but records not finished")
     assert await _committed(settings, group, src) == 10
 
 
@@ -281,7 +244,9 @@ async def test_poison_goes_to_dlq_and_transient_is_retried(stack: StackEndpoints
     )
     stage = EchoStage(src, dst, flaky={2})
     loop = StageLoop(stage, settings, group, max_in_flight=8)
-    await _run_until(loop, lambda: len(stage.delivered_ns) >= 2 and loop.metrics.dead_letters >= 1)
+    await _run_until(
+        loop, lambda: len(stage.delivered_ns) >= 2 and loop.metrics.dead_letters >= 1, "two delivered, one dead letter"
+    )
     [letter_raw] = await _read_all(settings, dlq_topic(src), 1)
     letter = DeadLetter.model_validate_json(letter_raw)
     assert (letter.reason, letter.kind, letter.stage) == ("malformed_echo", "permanent", "echo")
@@ -299,8 +264,9 @@ async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, u
     first = EchoStage(src, dst, delay_s=0.05)
     loop1 = StageLoop(first, settings, group, max_in_flight=8)
     task = asyncio.create_task(loop1.run(asyncio.Event()))
-    while len(first.delivered_ns) < 10 or loop1.metrics.commits < 1:  # noqa: ASYNC110 - the stage's own counters
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: len(first.delivered_ns) >= 10 and loop1.metrics.commits >= 1, "no commit to crash after", loop_task=task
+    )
     task.cancel()  # a crash: no drain, no final commit
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -314,7 +280,9 @@ async def test_restart_resumes_from_commit_without_loss(stack: StackEndpoints, u
 
     second = EchoStage(src, dst)
     loop2 = StageLoop(second, settings, group, max_in_flight=8)
-    await _run_until(loop2, lambda: len(set(first.delivered_ns) | set(second.delivered_ns)) >= 40)
+    await _run_until(
+        loop2, lambda: len(set(first.delivered_ns) | set(second.delivered_ns)) >= 40, "the restart lost records"
+    )
     assert set(first.delivered_ns) | set(second.delivered_ns) == set(range(40))
     outputs = {Echo.model_validate_json(v).n for v in await _read_all(settings, dst, 40)}
     assert outputs == set(range(40))
@@ -332,13 +300,13 @@ async def test_member_joining_mid_run_takes_partitions_without_loss(
     first, second = EchoStage(src, dst, delay_s=0.05), EchoStage(src, dst, delay_s=0.05)
     stop = asyncio.Event()
     task1 = asyncio.create_task(StageLoop(first, settings, group, max_in_flight=max_in_flight).run(stop))
-    while len(first.delivered_ns) < 5:  # noqa: ASYNC110 - polling the stage's own counter
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(first.delivered_ns) >= 5, "the first member delivered nothing", loop_task=task1)
     task2 = asyncio.create_task(StageLoop(second, settings, group, max_in_flight=max_in_flight).run(stop))
-    deadline = asyncio.get_running_loop().time() + 60
-    while len(set(first.delivered_ns) | set(second.delivered_ns)) < 60:
-        assert asyncio.get_running_loop().time() < deadline, "records lost in the rebalance"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: len(set(first.delivered_ns) | set(second.delivered_ns)) >= 60,
+        "records lost in the rebalance",
+        timeout_s=60,
+    )
     stop.set()
     await asyncio.wait_for(asyncio.gather(task1, task2), 60)
     assert second.delivered_ns, "the new member never got a partition"
@@ -373,18 +341,19 @@ async def test_redis_outage_holds_offsets_and_resumes_without_dead_letters(
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
-        while len(stage.delivered_ns) < 5:  # noqa: ASYNC110 - polling the stage's own counter
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(stage.delivered_ns) >= 5, "nothing delivered before the outage", loop_task=task)
         stop_process(redis_proc)  # Redis goes away mid-run
         await asyncio.sleep(3)
         stalled_at = len(stage.delivered_ns)
         assert stalled_at < 30 and loop.metrics.outage_waits > 0
         assert await _committed(settings, group, src) <= stalled_at
         redis_proc = start_redis(tmp_path, port)  # back, with its append-only file
-        deadline = asyncio.get_running_loop().time() + 60
-        while len(set(stage.delivered_ns)) < 30:
-            assert asyncio.get_running_loop().time() < deadline and not task.done()
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(set(stage.delivered_ns)) >= 30,
+            "not all delivered once Redis was back",
+            loop_task=task,
+            timeout_s=60,
+        )
         stop.set()
         await asyncio.wait_for(task, 30)
     finally:

@@ -6,7 +6,6 @@ workers run them.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import AsyncGenerator
@@ -17,7 +16,6 @@ import av
 import numpy as np
 import pytest
 import structlog
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from loadtest.media_factory import make_image
@@ -25,6 +23,7 @@ from schemas.base import Message
 from schemas.dead_letter import DeadLetter
 from schemas.events import ObjectCreated
 from schemas.progress import ObjectState
+from tests.poison_harness import eventually, produce, running
 from tests.stack_s3 import stack_s3_client
 from workers.decode.dispatch import decode_segments
 from workers.decode.policy import SegmentPolicy
@@ -50,26 +49,6 @@ def _aws_event(key_json: str, size: int = 5, etag: str = "e1") -> bytes:
         '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "media"}, '
         f'"object": {{"key": "{key_json}", "size": {size}, "eTag": "{etag}"}}}}}}]}}'
     ).encode()
-
-
-async def _produce(settings: CommonSettings, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i, value in enumerate(values):
-            await producer.send_and_wait(topic, value, key=f"k{i}".encode())
-    finally:
-        await producer.stop()
-
-
-async def _eventually(check: Any, timeout_s: float = 40.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.2)
 
 
 async def test_poison_events_are_dead_lettered_and_the_decode_stage_keeps_going(
@@ -98,46 +77,42 @@ async def test_poison_events_are_dead_lettered_and_the_decode_stage_keeps_going(
         _aws_event("notes.txt"),  # declined by the suffix filter
         json.dumps({"uri": good.uri}).encode(),
     ]
-    await _produce(settings, settings.topic_objects, events)
+    await produce(settings, settings.topic_objects, events)
 
     redis = Redis.from_url(settings.redis_url)
     store = ProgressStore(redis, RedisKeys(settings.key_prefix))
-    stop = asyncio.Event()
     loop = StageLoop(DecodeStage(settings, redis), settings, settings.decode_group, 2)
-    task = asyncio.create_task(loop.run(stop))
     try:
+        async with running(loop) as task:
 
-        async def good_decoded() -> bool:
-            assert not task.done(), f"the stage stopped: {task.exception() if task.done() else ''}"
-            p = await store.get(good.object_id)
-            return p is not None and p.state is ObjectState.DECODED
+            async def good_decoded() -> bool:
+                p = await store.get(good.object_id)
+                return p is not None and p.state is ObjectState.DECODED
 
-        await _eventually(good_decoded)
+            await eventually(good_decoded, loop_task=task, timeout_s=40)
 
-        async def four_letters() -> list[Any]:
-            letters = await read_letters(settings)
-            return letters if len(letters) >= 4 else []
+            async def four_letters() -> list[Any]:
+                letters = await read_letters(settings)
+                return letters if len(letters) >= 4 else []
 
-        letters = await _eventually(four_letters)
-        by_event = {events.index(stored.letter.payload): stored.letter for stored in letters}
-        assert sorted(by_event) == [0, 1, 2, 3], [(s.letter.reason, s.letter.message) for s in letters]
-        assert by_event[0].reason == "malformed_record", "the raw bytes are kept for replay"
-        assert by_event[1].reason == "malformed_json" and by_event[2].reason == "malformed_json"
-        assert by_event[3].reason == "object_too_large" and by_event[3].object_id == oversized.object_id
-        assert all(letter.kind == "permanent" and letter.attempts == 1 for letter in by_event.values())
+            letters = await eventually(four_letters, loop_task=task, timeout_s=40)
+            by_event = {events.index(stored.letter.payload): stored.letter for stored in letters}
+            assert sorted(by_event) == [0, 1, 2, 3], [(s.letter.reason, s.letter.message) for s in letters]
+            assert by_event[0].reason == "malformed_record", "the raw bytes are kept for replay"
+            assert by_event[1].reason == "malformed_json" and by_event[2].reason == "malformed_json"
+            assert by_event[3].reason == "object_too_large" and by_event[3].object_id == oversized.object_id
+            assert all(letter.kind == "permanent" and letter.attempts == 1 for letter in by_event.values())
 
-        too_large = await store.get(oversized.object_id)
-        assert too_large is not None and too_large.state is ObjectState.FAILED
-        assert too_large.error is not None and "object_too_large" in too_large.error
-        skipped = await store.get(filtered.object_id)
-        assert skipped is not None and skipped.state is ObjectState.SKIPPED and skipped.finished
-        assert skipped.error is not None and "key_suffix" in skipped.error
-        ttl = await redis.ttl(RedisKeys(settings.key_prefix).progress(oversized.object_id))
-        assert 0 < ttl <= settings.failed_progress_ttl_s, "failed progress must expire"
-        assert loop.metrics.retries == 0, "bad content is permanent: nothing was retried"
+            too_large = await store.get(oversized.object_id)
+            assert too_large is not None and too_large.state is ObjectState.FAILED
+            assert too_large.error is not None and "object_too_large" in too_large.error
+            skipped = await store.get(filtered.object_id)
+            assert skipped is not None and skipped.state is ObjectState.SKIPPED and skipped.finished
+            assert skipped.error is not None and "key_suffix" in skipped.error
+            ttl = await redis.ttl(RedisKeys(settings.key_prefix).progress(oversized.object_id))
+            assert 0 < ttl <= settings.failed_progress_ttl_s, "failed progress must expire"
+            assert loop.metrics.retries == 0, "bad content is permanent: nothing was retried"
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         await redis.aclose()
 
 
@@ -230,37 +205,34 @@ async def test_dead_lettering_never_stops_the_loop_and_no_error_text_leaks_a_pre
     logs = io.StringIO()
     configure_logging("INFO", "json", stream=logs)
     stage = _HostileStage(in_topic, out_topic, read_error, store)
-    stop = asyncio.Event()
     loop = StageLoop(stage, settings, f"hostile-{unique}", 2)
-    task = asyncio.create_task(loop.run(stop))
     try:
-        await _produce(settings, in_topic, [_Item(n=n).to_bytes() for n in (0, 1, 2, 10)])
+        async with running(loop) as task:
+            # One key, one partition: the records' offsets, which the letters carry, are 0, 1, 2, 3.
+            await produce(settings, in_topic, [_Item(n=n).to_bytes() for n in (0, 1, 2, 10)], key=b"hostile")
 
-        async def done() -> list[Any]:
-            assert not task.done(), f"the loop stopped: {task.exception() if task.done() else ''}"
-            records = await read_topics(settings.kafka_bootstrap, [dlq_topic(in_topic), out_topic])
-            return records if len(records) >= 4 else []
+            async def done() -> list[Any]:
+                records = await read_topics(settings.kafka_bootstrap, [dlq_topic(in_topic), out_topic])
+                return records if len(records) >= 4 else []
 
-        records = await _eventually(done)
-        letters = {
-            (letter := DeadLetter.model_validate_json(r.value)).offset: letter
-            for r in records
-            if r.topic == dlq_topic(in_topic)
-        }
-        assert sorted(letters) == [0, 1, 2] and len(records) == 4
-        assert letters[0].reason == "bad_item"
-        assert letters[1].reason == "dead_letter_failed" and letters[1].payload == _Item(n=1).to_bytes()
-        assert "UnicodeEncodeError" in letters[1].message
-        assert letters[2].reason == "bad_item", "a failing hook does not lose the letter"
-        failed = await store.get("obj-0")
-        assert failed is not None and failed.state is ObjectState.FAILED and failed.error
-        texts = [letter.to_bytes().decode() for letter in letters.values()] + [failed.error, logs.getvalue()]
-        assert "dead_letter_build_failed" in logs.getvalue() and "dead_lettered_hook_failed" in logs.getvalue()
-        for text in texts:
-            assert signature not in text and "X-Amz-Credential=CAPSTREAM" not in text, text[:500]
-        assert "noise.mp4?REDACTED" in letters[0].message
+            records = await eventually(done, loop_task=task, timeout_s=40)
+            letters = {
+                (letter := DeadLetter.model_validate_json(r.value)).offset: letter
+                for r in records
+                if r.topic == dlq_topic(in_topic)
+            }
+            assert sorted(letters) == [0, 1, 2] and len(records) == 4
+            assert letters[0].reason == "bad_item"
+            assert letters[1].reason == "dead_letter_failed" and letters[1].payload == _Item(n=1).to_bytes()
+            assert "UnicodeEncodeError" in letters[1].message
+            assert letters[2].reason == "bad_item", "a failing hook does not lose the letter"
+            failed = await store.get("obj-0")
+            assert failed is not None and failed.state is ObjectState.FAILED and failed.error
+            texts = [letter.to_bytes().decode() for letter in letters.values()] + [failed.error, logs.getvalue()]
+            assert "dead_letter_build_failed" in logs.getvalue() and "dead_lettered_hook_failed" in logs.getvalue()
+            for text in texts:
+                assert signature not in text and "X-Amz-Credential=CAPSTREAM" not in text, text[:500]
+            assert "noise.mp4?REDACTED" in letters[0].message
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         structlog.reset_defaults()
         await redis.aclose()

@@ -11,8 +11,11 @@ from typing import Literal
 
 import pytest
 
+from tests.poison_harness import fails_as_the_inputs_fault
 from workers.runtime.continuous import ContinuousBatcher, engine_thread
 from workers.runtime.errors import FatalWorkerError
+
+ATTEMPTS = 3  # what the consumer loop gives a record before dead-lettering it
 
 
 class FakeEngine:
@@ -128,14 +131,6 @@ async def test_a_broken_engine_becomes_fatal_after_consecutive_failures() -> Non
     await batcher.close()
 
 
-async def _retried_like_the_loop(batcher: ContinuousBatcher[int, int], request: int, attempts: int = 3) -> None:
-    """What the consumer loop does with a poison record: try it ``attempts`` times, then DLQ."""
-    for _ in range(attempts):
-        with pytest.raises(RuntimeError) as info:
-            await batcher.submit(request)
-        assert not isinstance(info.value, FatalWorkerError), "a poison input was taken for a broken engine"
-
-
 @pytest.mark.parametrize("poison_in", ["add", "step"])
 async def test_poison_inputs_never_add_up_to_a_broken_engine(poison_in: Literal["add", "step"]) -> None:
     # Issue 8 finding 2: one earlier poison plus three new ones crash-looped the caption worker,
@@ -144,11 +139,11 @@ async def test_poison_inputs_never_add_up_to_a_broken_engine(poison_in: Literal[
     batcher = _batcher(engine, max_running=4)
     assert await batcher.submit(1) == 2
     for poison in (-1, -2, -3, -4):
-        await _retried_like_the_loop(batcher, poison)
+        await fails_as_the_inputs_fault(batcher.submit, poison, ATTEMPTS, RuntimeError)
     assert await batcher.submit(5) == 10
     await batcher.close()
     # Each failure of a poison input cost one extra request: a probe with the last good one.
-    assert engine.added.count(1) == 1 + 4 * 3
+    assert engine.added.count(1) == 1 + 4 * ATTEMPTS
 
 
 async def test_poison_at_the_head_of_a_fresh_worker_is_blamed_on_the_input() -> None:
@@ -157,10 +152,10 @@ async def test_poison_at_the_head_of_a_fresh_worker_is_blamed_on_the_input() -> 
     engine = FakeEngine()
     batcher = _batcher(engine, max_running=4, canary=0)
     for poison in (-1, -2, -3, -4):
-        await _retried_like_the_loop(batcher, poison)
+        await fails_as_the_inputs_fault(batcher.submit, poison, ATTEMPTS, RuntimeError)
     assert await batcher.submit(7) == 14
     await batcher.close()
-    assert engine.added.count(0) == 4 * 3
+    assert engine.added.count(0) == 4 * ATTEMPTS
 
 
 @pytest.mark.parametrize("poison_in", ["add", "step"])
