@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.media_factory import make_montage_video, photos
-from schemas.events import ObjectCreated
 from schemas.segments import SegmentBatch
 from workers.caption.backend import OpenAICaptionBackend, VllmCaptionBackend
 from workers.caption.prompt import build_caption_messages
-from workers.decode.dispatch import decode_segments
-from workers.decode.policy import SegmentPolicy
-from workers.decode.stage import _to_batch
 from workers.embed.backend import OpenAIEmbedBackend, VllmEmbedBackend
 from workers.localstack import ManagedProcess, free_port, stop_process
 from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
@@ -48,17 +43,11 @@ def _serve(tmp_path: Path, env: dict[str, str], model: str, name: str, args: lis
     return proc, url + "/v1"
 
 
-@pytest.fixture
-def segments(tmp_path: Path) -> list[SegmentBatch]:
-    video = tmp_path / "montage.mp4"
-    make_montage_video(video, photos(2), seconds_each=2.0)
-    event = ObjectCreated(uri=f"file://{video}")
-    return [_to_batch(event, s, None) for s in decode_segments(str(video), SegmentPolicy(sample_fps=2.0))]
-
-
-async def test_caption_backends_agree(tmp_path: Path, offline: dict[str, str], segments: list[SegmentBatch]) -> None:
+async def test_caption_backends_agree(
+    tmp_path: Path, offline: dict[str, str], montage_segments: list[SegmentBatch]
+) -> None:
     settings = CaptionSettings()
-    messages = [build_caption_messages(s, settings.caption_prompt) for s in segments]
+    messages = [build_caption_messages(s, settings.caption_prompt) for s in montage_segments]
     engine = VllmCaptionBackend(settings)
     await engine.start()
     try:

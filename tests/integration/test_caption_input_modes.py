@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from loadtest.media_factory import make_montage_video, photos
-from schemas.segments import Frame, SegmentBatch
+from schemas.segments import SegmentBatch
 from workers.caption.backend import (
     CaptionResult,
     OpenAICaptionBackend,
@@ -23,8 +22,6 @@ from workers.caption.backend import (
     vllm_serve_caption_args,
 )
 from workers.caption.prompt import CaptionInput, build_caption_messages
-from workers.decode.dispatch import decode_segments
-from workers.decode.policy import SegmentPolicy
 from workers.localstack import free_port, stop_process
 from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
 from workers.offline_profile import offline_env
@@ -34,30 +31,6 @@ pytestmark = pytest.mark.e2e
 
 MODES: tuple[CaptionInput, ...] = ("video", "images")
 TIMESTAMP = re.compile(r"<(\d+\.\d) seconds>")
-
-
-@pytest.fixture
-def segments(tmp_path: Path) -> list[SegmentBatch]:
-    """Two scenes of 3 s: the second starts at 3 s, so relative times would show."""
-    video = tmp_path / "montage.mp4"
-    make_montage_video(video, photos(2), seconds_each=3.0, size=(480, 272))
-    policy = SegmentPolicy(sample_fps=2.0, max_frames=8, visual_token_budget=768)
-    found = [
-        SegmentBatch(
-            object_id="montage",
-            segment_id=f"montage-{s.index}",
-            segment_index=s.index,
-            source_uri=f"file://{video}",
-            media_kind="video",
-            start_s=s.start_s,
-            end_s=s.end_s,
-            reason=s.reason,
-            frames=[Frame(index=f.index, pts_s=f.pts_s, width=f.width, height=f.height, jpeg=f.jpeg) for f in s.frames],
-        )
-        for s in decode_segments(str(video), policy)
-    ]
-    assert [round(s.start_s, 1) for s in found] == [0.0, 3.0]
-    return found
 
 
 def expected_times(segment: SegmentBatch) -> list[str]:
@@ -78,13 +51,13 @@ async def _caption_all(backend: VllmCaptionBackend | OpenAICaptionBackend, reque
 
 
 async def test_both_modes_on_both_backends(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, segments: list[SegmentBatch]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, montage_segments: list[SegmentBatch]
 ) -> None:
     offline = offline_env()  # the tiny model, offline, in-process engine settings
     for key, value in offline.items():
         monkeypatch.setenv(key, value)
     settings = CaptionSettings()
-    cases = [(mode, s) for mode in MODES for s in segments]
+    cases = [(mode, s) for mode in MODES for s in montage_segments]
     requests = [build_caption_messages(s, settings.caption_prompt, mode) for mode, s in cases]
     local = await _caption_all(VllmCaptionBackend(settings), requests)
 
@@ -123,6 +96,6 @@ async def test_both_modes_on_both_backends(
     by_mode = {
         mode: [r.visual_tokens or 0 for (m, _), r in zip(cases, local, strict=True) if m == mode] for mode in MODES
     }
-    for video, images, segment in zip(by_mode["video"], by_mode["images"], segments, strict=True):
+    for video, images, segment in zip(by_mode["video"], by_mode["images"], montage_segments, strict=True):
         frames = len(segment.frames)
         assert video * frames == images * ((frames + 1) // 2), (video, images, frames)

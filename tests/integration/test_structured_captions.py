@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.media_factory import make_montage_video, photos
 from schemas.captions import CaptionStructure
-from schemas.segments import Frame, SegmentBatch
+from schemas.segments import SegmentBatch
 from workers.caption.backend import CaptionResult, OpenAICaptionBackend, VllmCaptionBackend, vllm_serve_caption_args
 from workers.caption.prompt import build_caption_messages
 from workers.caption.structured import parse_structure, render_text, with_response_schema
-from workers.decode.dispatch import decode_segments
-from workers.decode.policy import SegmentPolicy
 from workers.localstack import free_port, stop_process
 from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
 from workers.offline_profile import offline_env
@@ -36,28 +33,11 @@ BUDGET = 192
 
 
 @pytest.fixture
-def segments(tmp_path: Path) -> list[SegmentBatch]:
-    """Two scenes of 3 s (the second starts at 3 s, so relative times would show) and a still."""
-    video = tmp_path / "montage.mp4"
-    make_montage_video(video, photos(2), seconds_each=3.0, size=(480, 272))
-    policy = SegmentPolicy(sample_fps=2.0, max_frames=8, visual_token_budget=768)
-    scenes = [
-        SegmentBatch(
-            object_id="montage",
-            segment_id=f"montage-{s.index}",
-            segment_index=s.index,
-            source_uri=f"file://{video}",
-            media_kind="video",
-            start_s=s.start_s,
-            end_s=s.end_s,
-            reason=s.reason,
-            frames=[Frame(index=f.index, pts_s=f.pts_s, width=f.width, height=f.height, jpeg=f.jpeg) for f in s.frames],
-        )
-        for s in decode_segments(str(video), policy)
-    ]
-    assert [round(s.start_s, 1) for s in scenes] == [0.0, 3.0]
-    still = {"segment_id": "still", "media_kind": "image", "start_s": 0.0, "end_s": 0.0, "frames": scenes[0].frames[:1]}
-    return [*scenes, scenes[0].model_copy(update=still)]
+def segments(montage_segments: list[SegmentBatch]) -> list[SegmentBatch]:
+    """The montage's two scenes (the second starts at 3 s, so relative times would show) and a still."""
+    first = montage_segments[0]
+    still = {"segment_id": "still", "media_kind": "image", "start_s": 0.0, "end_s": 0.0, "frames": first.frames[:1]}
+    return [*montage_segments, first.model_copy(update=still)]
 
 
 async def _caption_all(backend: VllmCaptionBackend | OpenAICaptionBackend, requests: list) -> list[CaptionResult]:
