@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.impure  # every test runs the CLI in a child process, as a user does
+
 
 def _run(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(

@@ -132,6 +132,7 @@ def decode_in_child(path: Path) -> dict[str, Any]:
         ("canvas.gif", lambda: gif_bomb(16000, 16000, frames=1)),
     ],
 )
+@pytest.mark.impure  # a child process, for its own peak RSS
 def test_huge_declared_picture_is_refused_before_it_is_decoded(tmp_path: Path, name: str, make: Any) -> None:
     path = tmp_path / name
     path.write_bytes(make())

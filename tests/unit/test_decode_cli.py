@@ -34,6 +34,7 @@ def montage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]
     return path, mf.make_montage_video(path, mf.photos(3), 2.0, fps=FPS)
 
 
+@pytest.mark.impure  # the CLI in a child process, as a user runs it
 def test_json_lists_segments_and_frame_times(montage: tuple[Path, list[float]]) -> None:
     path, cuts = montage
     done = run(str(path), "--json")
@@ -46,6 +47,7 @@ def test_json_lists_segments_and_frame_times(montage: tuple[Path, list[float]]) 
     assert [r["frame_pts"] for r in rows] == [[0.0, 0.5, 1.0, 1.5], [2.0, 2.5, 3.0, 3.5], [4.0, 4.5, 5.0, 5.5]]
 
 
+@pytest.mark.impure  # the CLI in a child process, as a user runs it
 def test_settings_come_from_env(montage: tuple[Path, list[float]]) -> None:
     path, _ = montage
     done = run(

@@ -87,6 +87,7 @@ def test_small_pages_stop_at_300_dpi() -> None:
     assert render_scale(612, 792, 1920 * 1080, "letter") == pytest.approx((1920 * 1080 / (612 * 792)) ** 0.5)
 
 
+@pytest.mark.impure  # a child process, for its own peak RSS
 @pytest.mark.parametrize(("width", "height"), [(14400, 14400), (10_000_000, 10_000_000)])
 def test_pdf_bomb_pages_are_rendered_within_the_budget(tmp_path: Path, width: float, height: float) -> None:
     # 14 400 pt is the largest page PDF 1.7 allows (200 in): 207 Mpx (830 MB as BGRA) at 72 dpi.
@@ -191,6 +192,7 @@ def test_tiff_limits_pages_and_each_declared_page_size(tmp_path: Path) -> None:
     assert error.reason == "resolution_too_large" and "page 2" in error.message and "3000x3000" in error.message
 
 
+@pytest.mark.impure  # a child process: without the lock PDFium crashes it
 def test_pdfs_decode_concurrently_on_threads(tmp_path: Path) -> None:
     # PDFium is not thread-safe; the decode stage decodes objects on a thread pool. Text is
     # what breaks it (shared font caches): without the lock this aborts or segfaults.
@@ -253,6 +255,7 @@ def test_settings_reach_the_policy_and_pages_fit_the_caption_stage() -> None:
         SegmentPolicy(max_pages=0)
 
 
+@pytest.mark.impure  # the CLI in a child process, as a user runs it
 def test_cli_lists_the_pages(tmp_path: Path) -> None:
     path = tmp_path / "report.pdf"
     path.write_bytes(build_pdf(coloured_pages(2) + [Page(842, 595, PAGE_COLOURS[3])]))

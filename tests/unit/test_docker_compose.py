@@ -75,6 +75,7 @@ def test_schema_rejects_a_bad_depends_on_condition(tmp_path: Path) -> None:
     assert errors and any("depends_on" in e for e in errors), errors
 
 
+@pytest.mark.impure  # podman-compose
 def test_podman_compose_config_accepts_compose() -> None:
     proc = cc.podman_compose_config(cc.COMPOSE)
     assert proc.returncode == 0, proc.stderr
@@ -86,6 +87,7 @@ def test_podman_compose_config_accepts_compose() -> None:
     assert cc.env_of(config["services"]["decode-worker"])["AWS_ACCESS_KEY_ID"] == "capstream"
 
 
+@pytest.mark.impure  # podman-compose
 def test_checks_read_the_file_as_podman_compose_does(compose: cc.Compose) -> None:
     """The checks read the file in-process (``cc.load``); podman-compose resolves it the same
     way, build sections aside (it makes paths absolute)."""
@@ -96,6 +98,7 @@ def test_checks_read_the_file_as_podman_compose_does(compose: cc.Compose) -> Non
     assert comparable(compose) == comparable(cc.resolved(cc.COMPOSE))
 
 
+@pytest.mark.impure  # podman-compose
 def test_podman_compose_config_rejects_a_bad_depends_on_condition(tmp_path: Path) -> None:
     bad = plant(tmp_path, "condition: service_completed_successfully", "condition: service_finished")
     proc = cc.podman_compose_config(bad)
@@ -212,6 +215,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.impure  # the health check in a child process
 def test_worker_healthcheck_command_reads_a_real_metrics_endpoint(compose: cc.Compose) -> None:
     """The health check's own command, against a worker's real /metrics server: healthy while
     it answers, unhealthy where nothing listens (the port is moved to a free one: the check's
@@ -248,6 +252,7 @@ def parse_vllm_serve(args: list[str]) -> Any:
     return parsed
 
 
+@pytest.mark.impure  # importing vLLM probes the machine in child processes (uname, file)
 def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> None:
     from workers.caption.backend import vllm_serve_caption_args
     from workers.settings import CaptionSettings

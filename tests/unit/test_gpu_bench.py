@@ -32,6 +32,7 @@ def test_refuses_without_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     assert err.count("\n") == 1 and "no CUDA GPU" in err and "--allow-cpu" in err
 
 
+@pytest.mark.impure  # the benchmark in a child process
 def test_refuses_here_as_a_command() -> None:
     """This machine has no GPU (torch says so): the command itself refuses, in one line."""
     proc = subprocess.run(

@@ -1,6 +1,8 @@
 """The query side against a real LanceDB table in a tmp dir: modes, filters inside the store,
 the per-object cap, no table, bad queries, instruction and truncation (Searcher with a
-recording embed backend; the real vLLM engine is exercised by the CLI and serve tests)."""
+recording embed backend; the real vLLM engine is exercised by the CLI and serve tests).
+The tests marked ``impure`` open LanceDB or load MiniLM (its tokenizer, or its weights with
+sentence-transformers to embed the table's captions); the others are pure logic."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ BOAT = next(d for d in DOCS if d.key == "clips/harbour.mp4")
 STOCK = next(d for d in DOCS if d.key == "other/stock.mp4")
 
 
+@pytest.mark.impure
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "text"])
 def test_each_mode_finds_the_right_segment(table: Any, mode: str) -> None:
     # Vector mode gets a paraphrase (no shared words); text mode shares words with the caption.
@@ -44,6 +47,7 @@ def test_each_mode_finds_the_right_segment(table: Any, mode: str) -> None:
     assert run(table, "sailing boat in a harbour", mode=mode, k=1)[0].segment_id == BOAT.segment_id
 
 
+@pytest.mark.impure
 def test_hit_json_shape(table: Any) -> None:
     hit = run(table, "kitten", k=1)[0]
     assert set(hit.model_dump()) == {
@@ -60,6 +64,7 @@ def test_hit_json_shape(table: Any) -> None:
     assert hit.uri == "s3://media/clips/cat.mp4" and hit.object_id == CAT.object_id
 
 
+@pytest.mark.impure
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "text"])
 def test_filters_are_applied_in_the_store(table: Any, mode: str) -> None:
     # The best match lives in bucket archive; filtered away, other buckets' hits remain.
@@ -82,6 +87,7 @@ def test_where_clause_quotes_values() -> None:
     assert where_clause(SearchQuery(q="x")) is None
 
 
+@pytest.mark.impure
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "text"])
 def test_per_object_cap_keeps_one_video_from_filling_the_page(table: Any, mode: str) -> None:
     long_id = LONG[0].object_id
@@ -92,6 +98,7 @@ def test_per_object_cap_keeps_one_video_from_filling_the_page(table: Any, mode: 
     assert sum(h.object_id == long_id for h in uncapped) == 6
 
 
+@pytest.mark.impure
 def test_text_mode_without_full_text_index_falls_back_to_vector(tmp_path: Path) -> None:
     bare = build_table(tmp_path, text_index=False)
     assert effective_mode(bare, "text", have_vector=True) == "vector"
@@ -136,6 +143,7 @@ def settings(index: Path, **kw: Any) -> SearchSettings:
     return SearchSettings(**(values | kw))
 
 
+@pytest.mark.impure
 async def test_searcher_with_no_index_returns_no_hits(tmp_path: Path) -> None:
     backend = RecordingBackend()
     searcher = Searcher(settings(tmp_path / "none"), backend)  # type: ignore[arg-type]
@@ -144,6 +152,7 @@ async def test_searcher_with_no_index_returns_no_hits(tmp_path: Path) -> None:
     assert result.hits == [] and result.notice == NO_INDEX and backend.texts == []
 
 
+@pytest.mark.impure
 async def test_searcher_applies_the_query_instruction(tmp_path: Path) -> None:
     build_table(tmp_path)
     backend = RecordingBackend()
@@ -162,6 +171,7 @@ async def test_searcher_applies_the_query_instruction(tmp_path: Path) -> None:
     assert backend.texts == ["kitten playing"]
 
 
+@pytest.mark.impure
 async def test_searcher_reports_the_vector_fallback(tmp_path: Path) -> None:
     build_table(tmp_path, text_index=False)
     searcher = Searcher(settings(tmp_path), RecordingBackend())  # type: ignore[arg-type]
@@ -170,6 +180,7 @@ async def test_searcher_reports_the_vector_fallback(tmp_path: Path) -> None:
     assert result.hits[0].segment_id == CAT.segment_id
 
 
+@pytest.mark.impure
 async def test_over_long_query_is_truncated_to_the_model_limit_and_flagged(tmp_path: Path) -> None:
     build_table(tmp_path)
     backend = RecordingBackend()
@@ -185,6 +196,7 @@ async def test_over_long_query_is_truncated_to_the_model_limit_and_flagged(tmp_p
     assert not short.truncated
 
 
+@pytest.mark.impure
 def test_prompt_fit_counts_the_instruction() -> None:
     from workers.models.offline import minilm_model_dir
 
@@ -202,6 +214,7 @@ def test_prompt_fit_counts_the_instruction() -> None:
     )  # [CLS] find : one two [SEP]
 
 
+@pytest.mark.impure
 def test_table_helper_writes_rows(tmp_path: Path) -> None:
     build_table(tmp_path, docs=[CAT])
     assert lancedb.connect(str(tmp_path)).open_table(TABLE).count_rows() == 1

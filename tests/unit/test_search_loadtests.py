@@ -44,6 +44,7 @@ def test_scores() -> None:
     assert score(["x"] * 10 + ["a"], ("a", "b"))["mrr"] == 0.0
 
 
+@pytest.mark.impure  # LanceDB
 def test_search_bench_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert search_bench.main(["--rows", "2000", "--queries", "10", "--dir", str(tmp_path / "bench")]) == 0
     out = capsys.readouterr().out

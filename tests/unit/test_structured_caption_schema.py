@@ -175,6 +175,7 @@ def test_the_rendered_text_says_every_field() -> None:
 @pytest.mark.parametrize(
     ("query", "mode"), [("Departures Zurich", "text"), ("gate 42B", "hybrid"), ("lantern conductor", "text")]
 )
+@pytest.mark.impure  # LanceDB, MiniLM (sentence-transformers)
 def test_search_finds_a_caption_by_its_on_screen_text_and_events(tmp_path: Path, query: str, mode: str) -> None:
     # The index's BM25 column holds the caption text the embed stage received.
     station = Doc("media", "clips/station.mp4", 0, render_text(STATION), (30, 30, 30))
