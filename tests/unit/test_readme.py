@@ -5,14 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from workers.settings import (
-    BridgeSettings,
-    CaptionSettings,
-    DecodeSettings,
-    EmbedSettings,
-    IndexSettings,
-    SearchSettings,
-)
+from workers.settings import SearchSettings
+from workers.stages import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -20,7 +14,7 @@ CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    for model in (DecodeSettings, CaptionSettings, EmbedSettings, BridgeSettings, IndexSettings, SearchSettings):
+    for model in (*REGISTRY.settings_classes(), SearchSettings):
         for name in model.model_fields:
             variable = f"CAPSTREAM_{name.upper()}"
             assert f"`{variable}`" in CONFIGURATION, f"docs/configuration.md lacks {variable}"

@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic
 
@@ -27,7 +26,7 @@ from workers.runtime.attempts import RecordAttempts, Then
 from workers.runtime.dead_letters import dead_letter_for, describe, fallback_dead_letter
 from workers.runtime.errors import FatalWorkerError
 from workers.runtime.kafka import make_consumer, make_producer
-from workers.runtime.metrics import Outcome, WorkerMetrics
+from workers.runtime.metrics import Outcome, StageMetrics, WorkerMetrics
 from workers.runtime.offsets import PartitionOffsets
 from workers.runtime.pausing import PausingManager
 from workers.runtime.stage import In, Output, RecordContext, RecordVerdict, Stage
@@ -40,16 +39,42 @@ _MAX_UNACKED_SENDS = 8
 _LAG_EVERY_S = 2.0
 
 
-@dataclass
 class LoopMetrics:
-    records: int = 0
-    outputs: int = 0
-    retries: int = 0
-    outage_waits: int = 0
-    dead_letters: int = 0
-    commits: int = 0
-    pauses: int = 0
-    started_at: float = field(default_factory=time.monotonic)
+    """What a loop has done so far, read from its stage's Prometheus counters: one count, which
+    tests, benches and ``/metrics`` all see (a loop shares its registry only with other stages)."""
+
+    def __init__(self, stage: StageMetrics) -> None:
+        self._stage = stage
+        self._all = stage.metrics
+
+    @property
+    def records(self) -> int:
+        """Records finished (any outcome but a retried try)."""
+        return self._stage.total(self._all.records) - self.retries
+
+    @property
+    def retries(self) -> int:
+        return self._stage.total(self._all.records, outcome=Outcome.RETRIED.value)
+
+    @property
+    def outputs(self) -> int:
+        return self._stage.total(self._all.outputs)
+
+    @property
+    def dead_letters(self) -> int:
+        return self._stage.total(self._all.dead_letters)
+
+    @property
+    def outage_waits(self) -> int:
+        return self._stage.total(self._all.outage_waits)
+
+    @property
+    def commits(self) -> int:
+        return self._stage.total(self._all.commits)
+
+    @property
+    def pauses(self) -> int:
+        return self._stage.total(self._all.pauses)
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -76,8 +101,9 @@ class StageLoop(Generic[In]):
         self.settings = settings
         self.group_id = group_id
         self.max_in_flight = max_in_flight
-        self.metrics = LoopMetrics()
         self.stage_metrics = (metrics or WorkerMetrics()).for_stage(stage.name)
+        self.metrics = LoopMetrics(self.stage_metrics)
+        self._started_at = time.monotonic()
         self._lag_at = 0.0
         self._start_offsets: dict[TopicPartition, int] = {}  # committed (or earliest) when assigned
         self.log = structlog.get_logger("capstream.loop").bind(stage=stage.name)
@@ -122,8 +148,8 @@ class StageLoop(Generic[In]):
         free = self.max_in_flight - len(self._tasks)
         self.stage_metrics.in_flight.set(len(self._tasks))
         if free <= 0:
-            await pausing.poll_paused(len(self._tasks))
-            self.metrics.pauses = pausing.pauses
+            if await pausing.poll_paused(len(self._tasks)):
+                self.stage_metrics.pauses.inc()
             self.stage_metrics.paused.set(1)
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
@@ -146,7 +172,6 @@ class StageLoop(Generic[In]):
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         key = record.key.decode(errors="replace") if record.key else None
         log = self.log.bind(partition=tp.partition, offset=record.offset, key=key)
-        self.metrics.records += 1
         metrics = self.stage_metrics
         attempts = self._attempts()
         item: In | None = None
@@ -189,10 +214,9 @@ class StageLoop(Generic[In]):
                     metrics.record(Outcome.DEAD_LETTERED)
                     break
                 if step.then is Then.WAIT:  # not the record's fault: the try did not count
-                    self.metrics.outage_waits += 1
+                    metrics.outage_waits.inc()
                     log.warning("dependency_unavailable", error=describe(exc), wait_s=round(step.delay_s, 2))
                 else:
-                    self.metrics.retries += 1
                     metrics.record(Outcome.RETRIED)
                     log.warning("retrying", attempt=attempt, error=describe(exc), delay_s=round(step.delay_s, 3))
                 await asyncio.sleep(step.delay_s)
@@ -219,7 +243,6 @@ class StageLoop(Generic[In]):
                 raise result
 
     async def _send(self, out: Output) -> asyncio.Future[Any]:
-        self.metrics.outputs += 1
         self.stage_metrics.output(out.topic)
         fut: asyncio.Future[Any] = await self.producer.send(out.topic, value=out.value.to_bytes(), key=out.key.encode())
         return fut
@@ -268,7 +291,6 @@ class StageLoop(Generic[In]):
             await self._until_available(ctx, "dead_lettered_hook", lambda: self.stage.dead_lettered(item, letter, ctx))
         except Exception as hook_exc:
             ctx.log.error("dead_lettered_hook_failed", error=describe(hook_exc), reason=letter.reason)
-        self.metrics.dead_letters += 1
         self.stage_metrics.dead_letter(letter.reason)
         ctx.log.error(
             "dead_lettered",
@@ -300,7 +322,7 @@ class StageLoop(Generic[In]):
                 step = waits.after_failure(exc)
                 if step.then is not Then.WAIT:
                     raise
-                self.metrics.outage_waits += 1
+                self.stage_metrics.outage_waits.inc()
                 ctx.log.warning(
                     "dependency_unavailable", error=describe(exc), wait_s=round(step.delay_s, 2), while_=doing
                 )
@@ -351,7 +373,7 @@ class StageLoop(Generic[In]):
         for tp, off in offsets.items():
             if tp in self._offsets:
                 self._offsets[tp].mark_committed(off)
-        self.metrics.commits += 1
+        self.stage_metrics.commits.inc()
 
     async def _report_lag(self) -> None:
         """Set the lag gauge of every owned partition: high watermark minus committed offset.
@@ -410,7 +432,7 @@ class StageLoop(Generic[In]):
             dead_letters=m.dead_letters,
             commits=m.commits,
             pauses=m.pauses,
-            uptime_s=round(time.monotonic() - m.started_at, 1),
+            uptime_s=round(time.monotonic() - self._started_at, 1),
         )
 
 

@@ -63,6 +63,19 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "capstream_dead_letters", "Dead letters written, by reason", ["stage", "reason"], registry=r
         )
+        self.outage_waits = Counter(
+            "capstream_outage_waits",
+            "Waits for Kafka, Redis or a model server that was down (the record's tries not spent)",
+            ["stage"],
+            registry=r,
+        )
+        self.commits = Counter("capstream_commits", "Offset commits acknowledged by the group", ["stage"], registry=r)
+        self.pauses = Counter(
+            "capstream_consumer_pauses",
+            "Times every in-flight slot filled and consumption paused",
+            ["stage"],
+            registry=r,
+        )
         self.model_requests = Counter(
             "capstream_model_requests", "Requests sent to the model (one per segment try)", ["stage"], registry=r
         )
@@ -111,11 +124,27 @@ class StageMetrics:
         self.processing = m.processing.labels(stage)
         self.in_flight = m.in_flight.labels(stage)
         self.paused = m.paused.labels(stage)
+        self.outage_waits = m.outage_waits.labels(stage)
+        self.commits = m.commits.labels(stage)
+        self.pauses = m.pauses.labels(stage)
         self.model_requests = m.model_requests.labels(stage)
         self.engine_batch = m.engine_batch.labels(stage)
         self.video_seconds = m.video_seconds.labels(stage)
         self.source_bytes = m.source_bytes.labels(stage)
         self.event_to_indexed = m.event_to_indexed.labels(stage)
+
+    def total(self, counter: Counter, **labels: str) -> int:
+        """This stage's count of ``counter``, summed over its other labels (read back from the
+        registry, so what a test or the load run reads is what ``/metrics`` says)."""
+        wanted = {"stage": self.stage, **labels}
+        return int(
+            sum(
+                sample.value
+                for metric in counter.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total") and wanted.items() <= sample.labels.items()
+            )
+        )
 
     def record(self, outcome: Outcome) -> None:
         self.metrics.records.labels(self.stage, outcome.value).inc()

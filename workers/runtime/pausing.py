@@ -30,19 +30,20 @@ class PausingManager:
         self._consumer = consumer
         self._log = log
         self.paused = False
-        self.pauses = 0  # times the consumer went from running to paused
 
-    async def poll_paused(self, in_flight: int, timeout_ms: int = 100) -> None:
-        """Pause every assigned partition and poll once without taking any record."""
-        if not self.paused:
+    async def poll_paused(self, in_flight: int, timeout_ms: int = 100) -> bool:
+        """Pause every assigned partition and poll once without taking any record. True if
+        the consumer was running until now (a new pause)."""
+        newly = not self.paused
+        if newly:
             self.paused = True
-            self.pauses += 1
             self._log.debug("paused", in_flight=in_flight)
         # Every pass, not once: partitions assigned since the last pass start unpaused.
         self._consumer.pause(*self._consumer.assignment())
         for tp, records in (await self._consumer.getmany(timeout_ms=timeout_ms)).items():
             if records:
                 self._consumer.seek(tp, records[0].offset)
+        return newly
 
     def resume(self) -> None:
         """A slot is free: fetch again from every assigned partition."""
