@@ -331,7 +331,7 @@ def check_endpoints(compose: Compose) -> list[str]:
 
 
 def check_redis_persistence(compose: Compose) -> list[str]:
-    """The README promises that a Redis restart loses nothing: append-only file on, fsynced
+    """The manual (docs/guarantees.md) promises that a Redis restart loses nothing: append-only file on, fsynced
     at least every second."""
     args = argv(compose["services"]["redis"].get("command"))
     config = {args[i].removeprefix("--"): args[i + 1] for i in range(1, len(args) - 1) if args[i].startswith("--")}

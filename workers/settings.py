@@ -1,6 +1,6 @@
 """Configuration from environment variables: one settings model per worker.
 
-Every variable is ``CAPSTREAM_<FIELD>`` (upper case); the README lists them with defaults.
+Every variable is ``CAPSTREAM_<FIELD>`` (upper case); docs/configuration.md lists them with defaults.
 AWS credentials are not settings: they come from the standard AWS chain (env, profile, role).
 """
 
@@ -77,13 +77,13 @@ class DecodeSettings(S3Settings):
     read_retries: int = Field(default=3, ge=0, description="reconnects after a network error or HTTP 429/5xx")
     claim_ttl_s: int = 7 * 24 * 3600
     segment_policy: Literal["scene", "fixed", "keyframe"] = Field(
-        default="scene", description="scene cuts + windows; fixed windows; keyframes only (see README)"
+        default="scene", description="scene cuts + windows; fixed windows; keyframes only (docs/segmentation.md)"
     )
     max_segment_s: float = 10.0
     min_scene_s: float = 1.0
     scene_threshold: float = 0.35
     # Qwen3-VL was trained on video sampled at 2 fps; a segment's frames come at that rate up to
-    # its visual-token budget, which also sets their size (README: caption input).
+    # its visual-token budget, which also sets their size (docs/captions.md).
     sample_fps: float = Field(default=2.0, gt=0, description="frames sampled per second of segment")
     min_frames: int = Field(default=1, ge=1, description="frames per segment when it is long enough")
     max_frames: int = Field(default=8, ge=1, description="frames per segment; longer scenes are split")
@@ -177,7 +177,7 @@ class ModelServing:
     block of fields: pydantic-settings shares a block either as a nested model (the variables
     would become ``CAPSTREAM_CAPTION__MODEL``) or as a mixin (one unprefixed name for every
     stage), and the variable names are documented and deployed; the flat fields are also
-    what ``CaptionSettings(caption_backend=...)`` and the README check use. So the fields stay
+    what ``CaptionSettings(caption_backend=...)`` and the docs' settings check use. So the fields stay
     flat with their own defaults, and this typed view, read by name from ``<prefix>_<knob>``,
     is the one place code meets the shared knobs: no backend code mirrors the two stages. A
     new model stage declares the same knobs under its prefix (``ModelStageSettings``) and

@@ -1,4 +1,4 @@
-"""The README's main command: ``capstream demo`` on the shipped samples, fully offline."""
+"""The README's first command: ``capstream demo`` on the shipped samples, fully offline."""
 
 from __future__ import annotations
 

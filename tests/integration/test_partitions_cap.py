@@ -1,7 +1,7 @@
 """The number of partitions caps a stage's parallelism: a consumer group hands each partition
 to one member, so with P partitions and P+1 workers of one group, P of them get a partition
 and process records and the extra one idles. This is why an autoscaler's max replicas is the
-topic's partition count (the README's scaling section).
+topic's partition count (docs/scaling.md).
 
 Real broker, P+1 real ``StageLoop``s of one group in this process, a stage that only sleeps a
 little so records overlap in time.

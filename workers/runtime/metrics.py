@@ -4,7 +4,7 @@ Every metric lives in the process's own ``CollectorRegistry`` (``WorkerMetrics``
 prometheus-client's global one: two loops in one process (``capstream run``) share a registry
 and tell themselves apart by the ``stage`` label, and a test builds as many as it likes.
 Names follow Prometheus conventions (``capstream_…_total`` counters, ``…_seconds``
-histograms); the README's metrics table lists them, and the load test reads them back.
+histograms); docs/metrics.md lists them, and the load test reads them back.
 
 Lag is what an autoscaler needs: per partition, the broker's high watermark (from the last
 fetch) minus this group's committed offset, so it counts records fetched but unfinished.

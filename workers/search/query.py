@@ -143,8 +143,9 @@ def fuse(vector_rows: Sequence[dict[str, Any]], text_rows: Sequence[dict[str, An
 
 def _vector_leg(table: Any, vector: list[float], where: str | None, limit: int) -> list[dict[str, Any]]:
     # refine_factor: re-rank 5x the candidates by exact distance. With the IVF_HNSW_SQ index,
-    # scalar quantisation drops near-tied neighbours: recall@10 against exact search was 0.80
-    # at 1M rows (0.94 at 100k) without it and 1.00 with it, for ~1 ms (loadtest.search_bench).
+    # scalar quantisation drops near-tied neighbours: recall@10 against exact search was 0.755
+    # at 1M rows (0.943 at 100k) without it and 1.00 with it, for ~1 ms (loadtest.search_bench;
+    # docs/search.md).
     # Without an index the search is exact and this changes nothing.
     q = table.search(vector, vector_column_name="vector").distance_type(DISTANCE).refine_factor(REFINE_FACTOR)
     if where:
