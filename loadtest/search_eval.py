@@ -129,8 +129,8 @@ def to_captions(segments: list[dict[str, Any]]) -> tuple[list[Caption], dict[str
 
 async def publish(captions: list[Caption]) -> None:
     from workers.runtime.kafka import ensure_topics, make_producer
-    from workers.stages import REGISTRY
     from workers.settings import CommonSettings
+    from workers.stages import REGISTRY
 
     settings = CommonSettings()
     await ensure_topics(settings, REGISTRY.topics(settings))

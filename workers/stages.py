@@ -140,6 +140,14 @@ class StageRegistry:
         """The dead letters' stage names: ``capstream dlq --stage`` choices."""
         return [c.name for s in self.specs for c in s.consumers]
 
+    def required_names(self) -> list[str]:
+        """The stages every deployment runs (no add-ons)."""
+        return [s.name for s in self.specs if s.required]
+
+    def progress_stages(self) -> list[str]:
+        """The stages whose output records advance per-object progress, in pipeline order."""
+        return [s.name for s in self.specs if s.progress is not None]
+
     def settings_classes(self) -> list[type[CommonSettings]]:
         return list(dict.fromkeys(s.settings for s in self.specs))
 

@@ -155,7 +155,7 @@ class Chaos:
             for w in self.workers:  # the in-flight counts this kill is allowed to cost
                 with w.lock:
                     w.current.scrape()
-            at_kill = Counter({s: 0 for s in ("decode", "caption", "embed", "index")})
+            at_kill = Counter(dict.fromkeys(REGISTRY.required_names(), 0))
             for w in self.workers:
                 at_kill[w.stage] += w.in_flight()
             self.faults.kills.append(Kill("broker", dict(at_kill), time.monotonic() - self.started))

@@ -33,10 +33,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.ids import segment_id
+from workers.stages import REGISTRY
 
-# Stage -> the Kafka topic it writes one record per segment to (index writes table rows).
 MODEL_STAGES = ("caption", "embed")
-TOPIC_STAGES = ("decode", "caption", "embed")
+# The stages that write one record per segment to a topic (index writes table rows instead).
+TOPIC_STAGES = tuple(REGISTRY.progress_stages())
 
 
 @dataclass(frozen=True)

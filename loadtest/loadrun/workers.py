@@ -8,11 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 from loadtest.worker_process import WorkerError, WorkerProcess
+from workers.stages import REGISTRY
 
 # Pipeline order; the bridge turns the store's filer events into S3 notifications.
-STAGE_ORDER = ("s3-events", "decode", "caption", "embed", "index")
-# Consumer loops per process: the index worker also consumes the removals topic.
-_LOOPS = {"index": 2}
+STAGE_ORDER = tuple(REGISTRY.names())
 
 
 def parse_plan(text: str) -> dict[str, int]:
@@ -31,7 +30,7 @@ def is_ready(worker: WorkerProcess) -> bool:
     worker.read_log()
     return (
         worker.metrics_url is not None
-        and worker.counts["stage_started"] >= _LOOPS.get(worker.stage, 1)
+        and worker.counts["stage_started"] >= len(REGISTRY[worker.stage].consumers)
         and worker.counts["partitions_assigned"] >= 1
     )
 

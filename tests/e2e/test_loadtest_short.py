@@ -20,12 +20,13 @@ from PIL import Image
 
 from loadtest.loadrun.plots import PLOTS
 from loadtest.loadrun.report import JSON_KEYS, SECTIONS
+from workers.stages import REGISTRY
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = 4
-PIPELINE = ["s3-events", "decode", "caption", "embed", "index"]
+PIPELINE = REGISTRY.names()
 
 
 @pytest.fixture(scope="module")
