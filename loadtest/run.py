@@ -61,9 +61,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for every object")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds for the workers to start")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data, media and logs")
+    parser.add_argument(
+        "--sample-interval",
+        type=float,
+        default=1.0,
+        help="seconds between metric/CPU sweeps; the workers refresh their lag gauge as often",
+    )
     args = parser.parse_args(argv)
     if args.objects < 1:
         parser.error("--objects must be at least 1")
+    if args.sample_interval <= 0:
+        parser.error("--sample-interval must be positive")
     try:
         args.plan = parse_plan(args.workers)
     except ValueError as exc:
@@ -121,7 +129,7 @@ async def run(args: argparse.Namespace) -> int:
     args.items = make_workload(data_dir / "media", args.objects, args.seed)
     endpoints: StackEndpoints = start_stack(data_dir / "stack")
     os.environ.update(endpoints.env())
-    env = {**os.environ, **offline_env()}
+    env = {**os.environ, **offline_env(), "CAPSTREAM_LAG_INTERVAL_S": str(args.sample_interval)}
     workers = plan_workers(args.plan, data_dir / "logs")
     records: list[ObjectRecord] = []
     sampler: Sampler | None = None
@@ -136,7 +144,12 @@ async def run(args: argparse.Namespace) -> int:
         log.info("workers_ready", workers=len(workers), seconds=round(args.ready_s, 1))
         pids = {w.name: w.pid for w in workers} | {f"stack:{s}": p for s, p in endpoints.pids.items()}
         pids["loadgen"] = os.getpid()
-        sampler = Sampler({w.name: w.metrics_url or "" for w in workers}, pids, alone=frozenset({"loadgen"}))
+        sampler = Sampler(
+            {w.name: w.metrics_url or "" for w in workers},
+            pids,
+            alone=frozenset({"loadgen"}),
+            interval_s=args.sample_interval,
+        )
         sampler.start()
         ok = await drive(args, workers, sampler, records)
         sampler.stop()

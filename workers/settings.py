@@ -39,6 +39,9 @@ class CommonSettings(BaseSettings):
     )
     drain_timeout_s: float = 60.0
     commit_timeout_s: float = Field(default=15.0, description="give up a commit (records are redelivered) after this")
+    # Lag needs one OffsetFetch per newly assigned partition, then only local state: every 2 s
+    # is fine-grained next to an autoscaler's 15-30 s polling.
+    lag_interval_s: float = Field(default=2.0, gt=0, description="refresh the consumer lag gauge this often")
     failed_progress_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="progress of failed/skipped objects expires after this; 0 = never"
     )

@@ -4,8 +4,9 @@
   (``capstream_records_in_flight > 0``), and that has finished a record since it last
   started, gets ``kill -9`` right after one more scrape, and is started again at once.
   Among the candidates, the stage killed least so far goes first, so every stage (the index
-  too) is hit. A kill whose pre-kill scrape shows nothing in flight
-  (the work finished in between) still counts as a kill, not as an in-flight one.
+  too) is hit. When that pre-kill scrape shows nothing in flight (the work finished in
+  between, common on an idle machine: a CI run once got 0 in-flight kills of 4), the worker is
+  not killed and the next pass picks again.
 - Services, each once and each while segments are in flight: Redis restarted with SIGTERM
   (it writes its append-only file), the broker killed with -9 and restarted, and Redis killed
   with -9 and restarted (``--wipe-redis``: restarted with its data files deleted, then
@@ -117,7 +118,10 @@ class Chaos:
             return
         fewest = min(self.faults.kills_by_stage[w.stage] for w in candidates)
         victim = next(w for w in candidates if self.faults.kills_by_stage[w.stage] == fewest)
-        in_flight, gap_ms = victim.kill9()
+        killed = victim.kill9(only_in_flight=True)
+        if killed is None:  # its work finished since the last scrape: not killed, pick again later
+            return
+        in_flight, gap_ms = killed
         victim.start()
         f = self.faults
         f.worker_kills += 1

@@ -86,14 +86,19 @@ class WorkerProc:
     def in_flight(self) -> int:
         return int(total(self.current.last, "capstream_records_in_flight", stage=self.stage))
 
-    def kill9(self) -> tuple[int, float]:
+    def kill9(self, only_in_flight: bool = False) -> tuple[int, float] | None:
         """Scrape, then ``kill -9`` the process group at once; (records in flight at that
-        scrape, ms from the scrape's answer to the signal)."""
+        scrape, ms from the scrape's answer to the signal). ``only_in_flight``: no kill when
+        that scrape shows nothing in flight (returns None): on an idle machine a
+        worker's records often finish between the periodic scrape and this one, and the run
+        wants kills that cost work."""
         with self.lock:
             inc = self.current
             inc.scrape()
             scraped = time.monotonic()
             in_flight = int(total(inc.last, "capstream_records_in_flight", stage=self.stage))
+            if only_in_flight and in_flight == 0:
+                return None
             if inc.proc.poll() is None:
                 os.killpg(inc.proc.pid, signal.SIGKILL)
             gap_ms = (time.monotonic() - scraped) * 1000
@@ -141,4 +146,3 @@ class Scraper:
                     w.current.process.read_log()
                     w.current.scrape()
             self._stop.wait(SCRAPE_S)
-

@@ -33,8 +33,11 @@ PIPELINE = REGISTRY.names()
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     out = tmp_path_factory.mktemp("loadtest-report")
     result = subprocess.run(
-        [sys.executable, "-m", "loadtest.run", "--objects", str(OBJECTS), "--rate", "2"]
-        + ["--workers", "decode=1,caption=1,embed=1,index=1", "--report", str(out), "--timeout", "300"],
+        [sys.executable, "-m", "loadtest.run", "--objects", str(OBJECTS), "--rate", "0"]
+        + ["--workers", "decode=1,caption=1,embed=1,index=1", "--report", str(out), "--timeout", "300"]
+        # Four objects take under 2 s on an idle machine (CI once saw 1.8 s): sweep (and refresh
+        # lag) often enough that the run's queueing and the caption process's CPU are seen.
+        + ["--sample-interval", "0.2"],
         cwd=ROOT,
         capture_output=True,
         text=True,

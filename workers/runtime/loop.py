@@ -34,9 +34,6 @@ from workers.settings import CommonSettings
 
 # Await broker acks in groups so a long decode streams without unbounded pending sends.
 _MAX_UNACKED_SENDS = 8
-# Lag needs one OffsetFetch per newly assigned partition, then only local state: every 2 s is
-# fine-grained next to an autoscaler's 15-30 s polling.
-_LAG_EVERY_S = 2.0
 
 
 class LoopMetrics:
@@ -384,7 +381,7 @@ class StageLoop(Generic[In]):
         """
         consumer = self._consumer
         now = time.monotonic()
-        if consumer is None or now - self._lag_at < _LAG_EVERY_S:
+        if consumer is None or now - self._lag_at < self.settings.lag_interval_s:
             return
         self._lag_at = now
         lags: list[tuple[str, int, int]] = []
