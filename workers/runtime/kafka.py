@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -42,11 +42,15 @@ def make_consumer(settings: CommonSettings, group_id: str) -> AIOKafkaConsumer:
 
 
 async def read_to_end(
-    bootstrap: str, topics: list[str], batch_records: int = 500
+    bootstrap: str,
+    topics: list[str],
+    batch_records: int = 500,
+    start: Mapping[TopicPartition, int] | None = None,
 ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
-    """Every record of ``topics`` (those that exist) from the beginning, in batches, until a
-    fetch brings nothing and every partition's position has reached its end offset, asked
-    again at that moment. No consumer group: the workers' offsets are untouched.
+    """Every record of ``topics`` (those that exist) from the beginning (or, for the partitions
+    in ``start``, from that offset), in batches, until a fetch brings nothing and every
+    partition's position has reached its end offset, asked again at that moment. No consumer
+    group: the workers' offsets are untouched.
 
     The one way capstream reads a topic whole (reconcile, reindex, ``capstream dlq``, the
     chaos collector). Not "until no record came for a while": a fetch comes back empty while
@@ -67,7 +71,12 @@ async def read_to_end(
         if not tps:
             return
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        start = start or {}
+        if from_beginning := [tp for tp in tps if tp not in start]:
+            await consumer.seek_to_beginning(*from_beginning)
+        for tp in tps:
+            if tp in start:
+                consumer.seek(tp, start[tp])
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=batch_records)
             records = [r for recs in fetched.values() for r in recs]
@@ -78,6 +87,34 @@ async def read_to_end(
             positions = [await consumer.position(tp) for tp in tps]
             if all(pos >= max(ends[tp], consumer.highwater(tp) or 0) for pos, tp in zip(positions, tps, strict=True)):
                 return
+    finally:
+        await consumer.stop()
+
+
+async def first_record_times(bootstrap: str, topic: str, wait_s: float = 30.0) -> dict[int, int | None]:
+    """Per partition of ``topic``: the timestamp (ms) of its first record still in the log, or
+    None when it holds none. Tells how far back the topic reaches after retention."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        times: dict[int, int | None] = {tp.partition: None for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, begins[tp])
+            if ends[tp] <= begins[tp] and not consumer.highwater(tp):
+                continue  # empty (a stale end offset is caught below: a record comes back)
+            fetched = await consumer.getmany(tp, timeout_ms=int(wait_s * 1000), max_records=1)
+            records = fetched.get(tp, [])
+            if records:
+                times[tp.partition] = records[0].timestamp
+            elif ends[tp] > begins[tp]:
+                raise TimeoutError(f"{topic}[{tp.partition}] holds records but none came within {wait_s} s")
+        return times
     finally:
         await consumer.stop()
 
