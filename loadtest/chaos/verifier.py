@@ -24,6 +24,11 @@ What counts, and the bound each figure must stay under:
   count that way). Same bound as duplicates: a redone call needs a record that was in flight.
 - ``boundary_errors``: per good object, each segment whose start or end is off the truth by
   more than ``tolerance_s`` (half a frame), plus every segment too many or too few.
+
+A Redis ``kill -9`` also allows a repeat for each record finished in its last second (lost
+markers, ``conduct.AOF_LOSS_S``). Whether the run itself can be trusted (settled, clean exits,
+a quiet replay with zero model calls, kills measured) is ``conduct.run_problems``: each such
+problem fails the verdict too.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from loadtest.chaos.conduct import Kill, RunFacts, kill_bounds, run_problems
 from schemas.ids import segment_id
 from workers.stages import REGISTRY
 
@@ -68,15 +74,6 @@ class SeenSegment:
     end_s: float
 
 
-@dataclass(frozen=True)
-class Kill:
-    """A kill -9 (of a worker, or the broker) and the records in flight per stage just before."""
-
-    target: str  # worker name, or "broker"
-    in_flight: dict[str, int]  # stage -> records in flight right before the signal
-    at_s: float = 0.0
-
-
 @dataclass
 class Observed:
     outputs: dict[str, list[SeenSegment]] = field(default_factory=dict)  # stage -> its output topic's records
@@ -87,6 +84,7 @@ class Observed:
     dead_letters: Counter[str] = field(default_factory=Counter)  # object_id -> dead letters for it
     model_calls: dict[str, int] = field(default_factory=dict)  # stage -> calls counted by the metrics
     kills: list[Kill] = field(default_factory=list)
+    run: RunFacts = field(default_factory=RunFacts)
 
 
 @dataclass
@@ -102,6 +100,7 @@ class Verdict:
     bound_by_stage: dict[str, int] = field(default_factory=dict)  # in-flight records at the kills
     redecoded_objects: int = 0
     problems: list[str] = field(default_factory=list)
+    run_problems: list[str] = field(default_factory=list)  # the run itself untrustworthy (conduct)
 
     @property
     def bounds_exceeded(self) -> list[str]:
@@ -124,15 +123,7 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.boundary_errors == 0 and not self.bounds_exceeded
-
-
-def kill_bounds(kills: Iterable[Kill]) -> dict[str, int]:
-    """Per stage, the records in flight summed over the kills that hit it."""
-    bound: Counter[str] = Counter()
-    for kill in kills:
-        bound.update({stage: n for stage, n in kill.in_flight.items() if n > 0})
-    return dict(bound)
+        return self.lost == 0 and self.boundary_errors == 0 and not self.bounds_exceeded and not self.run_problems
 
 
 def _by_segment(records: Iterable[SeenSegment]) -> dict[str, list[SeenSegment]]:
@@ -143,7 +134,9 @@ def _by_segment(records: Iterable[SeenSegment]) -> dict[str, list[SeenSegment]]:
 
 
 def verify(truth: list[TruthObject], seen: Observed) -> Verdict:
-    v = Verdict(objects=len(truth), bound_by_stage=kill_bounds(seen.kills))
+    v = Verdict(
+        objects=len(truth), bound_by_stage=kill_bounds(seen.kills), run_problems=run_problems(seen.run, seen.kills)
+    )
     by_stage = {stage: _by_segment(seen.outputs.get(stage, [])) for stage in TOPIC_STAGES}
     rows = _by_segment(seen.index_rows)
     _count_duplicates(v, truth, seen, by_stage, rows)

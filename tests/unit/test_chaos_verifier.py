@@ -1,13 +1,17 @@
 """The chaos verifier catches each fault it exists for, planted into otherwise clean data: a
 dropped embedding, a duplicated output record, a stage that ignores its done marker (redone
-model calls beyond what the kills explain), a shifted boundary. Pure data, no services."""
+model calls beyond what the kills explain), a shifted boundary; and a run that cannot be
+trusted: never settled, a worker's non-zero exit, a replayed record that reached the model, a
+kill whose pre-kill scrape failed, a Redis kill -9 measured over less than its lost second.
+Pure data, no services."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
 
-from loadtest.chaos.verifier import Kill, Observed, SeenSegment, Span, TruthObject, verify
+from loadtest.chaos.conduct import AOF_LOSS_S, REDIS_KILL, Kill, RunFacts
+from loadtest.chaos.verifier import Observed, SeenSegment, Span, TruthObject, verify
 from schemas.ids import segment_id
 
 MONTAGE = TruthObject("montage", "6c1a3f8e-6f47-4a8e-9d43-0d5c2b1e7a10", False, (Span(0.0, 1.5), Span(1.5, 3.25)))
@@ -32,6 +36,13 @@ def clean() -> Observed:
         states={MONTAGE.object_id: "done", STILL.object_id: "done", POISON.object_id: "failed"},
         dead_letters=Counter({POISON.object_id: 1}),
         model_calls={"caption": len(good), "embed": len(good)},
+        run=RunFacts(
+            settled=True,
+            exit_codes={"decode-0": 0, "caption-0": 0, "embed-0": 0, "index-0": 0},
+            replay_records=4,
+            replay_consumed=True,
+            replay_model_calls={"caption": 0, "embed": 0},
+        ),
     )
 
 
@@ -142,3 +153,70 @@ def test_a_poison_object_must_fail_with_one_dead_letter() -> None:
     seen.dead_letters[POISON.object_id] = 2
     v = verify(TRUTH, seen)
     assert v.duplicate_outputs == 1 and v.redecoded_objects == 1 and not v.passed
+
+
+def test_a_run_that_never_settled_fails() -> None:
+    seen = clean()
+    seen.run.settled = False
+    v = verify(TRUTH, seen)
+    assert not v.passed and v.run_problems == [
+        "never settled: consumer lag or records in flight were not 0 when counted"
+    ]
+
+
+def test_a_worker_that_exited_non_zero_or_not_at_all_fails() -> None:
+    seen = clean()
+    seen.run.exit_codes["caption-0"] = 1
+    seen.run.exit_codes["embed-0"] = None  # would not drain: SIGKILLed at the stop timeout
+    v = verify(TRUTH, seen)
+    assert not v.passed and v.run_problems == ["worker caption-0 exited with 1", "worker embed-0 exited with None"]
+    seen.run.exit_codes = {}
+    assert verify(TRUTH, seen).run_problems == ["no worker exit status recorded"]
+
+
+def test_a_replayed_record_that_reached_the_model_fails_even_if_others_were_skipped() -> None:
+    """A caption stage that skips most replayed segments but captions one again: the outputs
+    may not show it (the copy's record can be lost with a kill), the metrics do."""
+    seen = clean()
+    seen.run.replay_model_calls = {"caption": 1, "embed": 0}
+    v = verify(TRUTH, seen)
+    assert not v.passed and v.run_problems == ["caption: 1 model calls for replayed records (must be 0)"]
+
+
+def test_a_replay_that_was_not_counted_or_not_consumed_proves_nothing() -> None:
+    seen = clean()
+    seen.run.replay_model_calls = None
+    assert verify(TRUTH, seen).run_problems == ["no quiet replay was counted"]
+    seen = clean()
+    seen.run.replay_consumed = False
+    assert verify(TRUTH, seen).run_problems == ["the quiet replay's records were not all taken and finished"]
+    seen = clean()
+    seen.run.replay_records = 0
+    assert verify(TRUTH, seen).run_problems == ["the quiet replay re-published nothing"]
+    seen = clean()
+    seen.run.replay_unscraped = ("embed-0",)  # its last count could be older than a call
+    assert verify(TRUTH, seen).run_problems == ["quiet replay: scrape of embed-0 failed, its calls unknown"]
+
+
+def test_a_kill_whose_pre_kill_scrape_failed_is_reported_not_bounded_by_an_older_scrape() -> None:
+    seen = clean()
+    seen.kills.append(Kill("broker", {"caption": 3, "embed": 0}, unscraped=("caption-0",)))
+    v = verify(TRUTH, seen)
+    assert not v.passed and v.run_problems == ["broker kill: scrape of caption-0 failed right before it"]
+
+
+def test_a_redis_kill9_allows_a_repeat_per_record_finished_in_its_lost_second() -> None:
+    """appendfsync everysec: the markers of the records finished in the last second may be
+    gone, so each may be captioned again; counted over a shorter window, the bound is a guess."""
+    seen = clean()
+    seen.outputs["caption"].append(seen.outputs["caption"][0])
+    seen.model_calls["caption"] += 1
+    seen.kills.append(Kill(REDIS_KILL, {"caption": 0}, finished={"caption": 0}, window_s=AOF_LOSS_S + 0.05))
+    assert "caption: redone_work 1 > bound 0" in verify(TRUTH, seen).bounds_exceeded
+    seen.kills[-1] = Kill(REDIS_KILL, {"caption": 0}, finished={"caption": 1}, window_s=AOF_LOSS_S + 0.05)
+    assert verify(TRUTH, seen).passed
+    seen.kills[-1] = Kill(REDIS_KILL, {"caption": 0}, finished={"caption": 1}, window_s=0.3)
+    v = verify(TRUTH, seen)
+    assert not v.passed and v.run_problems == [
+        f"redis kill -9: finished records counted over 0.3s, but appendfsync everysec may lose the last {AOF_LOSS_S}s"
+    ]
