@@ -3,13 +3,19 @@
 - Worker kills: every few seconds, a worker whose last scrape shows records in flight
   (``capstream_records_in_flight > 0``), and that has finished a record since it last
   started, gets ``kill -9`` right after one more scrape, and is started again at once.
+  When that scrape fails, the worker is not killed and the failure is reported (an older
+  scrape's count would be a guess).
   Among the candidates, the stage killed least so far goes first, so every stage (the index
   too) is hit. When that pre-kill scrape shows nothing in flight (the work finished in
   between, common on an idle machine: a CI run once got 0 in-flight kills of 4), the worker is
   not killed and the next pass picks again.
 - Services, each once and each while segments are in flight: Redis restarted with SIGTERM
   (it writes its append-only file), the broker killed with -9 and restarted, and Redis killed
-  with -9 and restarted (``--wipe-redis``: restarted with its data files deleted, then
+  with -9 and restarted. Before the Redis kill -9 every worker is scraped, then again at least
+  ``AOF_LOSS_S`` later, right before the signal: the records finished in between may have lost
+  their markers (appendfsync everysec), and count towards the kill's bound. Every scrape for a
+  service kill that fails is recorded with the kill, which fails the verdict
+  (``--wipe-redis``: Redis is restarted with its data files deleted, then
   ``capstream reconcile`` runs as soon as it answers; no worker is killed from just before the
   wipe until the reconcile is done and every worker is up, so the only help Redis gets is the
   reconcile).
@@ -18,6 +24,8 @@
   captions and embeddings topics. The decode claim and the caption/embed done markers must
   turn all of them away: no model call, no new output. In the wipe variant the objects are
   ones that were done before the wipe: their markers are back only through the reconcile.
+  The run replays once more when it is quiet (``replay.quiet_replay``), with the model calls
+  counted.
 """
 
 from __future__ import annotations
@@ -35,14 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from loadtest.chaos.conduct import AOF_LOSS_S, REDIS_KILL, Kill
 from loadtest.chaos.processes import WorkerProc
-from loadtest.chaos.verifier import Kill
+from loadtest.chaos.replay import TERMINAL_OUTCOMES, republish
 from workers.localstack import Service, StackEndpoints, kill_service, start_service
-from workers.runtime.kafka import read_topics
 from workers.settings import S3Settings
 from workers.stages import REGISTRY
 from workers.state import ProgressStore, RedisKeys
@@ -68,16 +74,11 @@ class FaultLog:
     replayed_objects: int = 0
     reconcile: dict[str, int] | None = None
     kills_by_stage: Counter[str] = field(default_factory=Counter)
+    prekill_scrape_failures: int = 0  # worker kills not done: the scrape right before failed
 
     def note(self, started: float, text: str) -> None:
         self.events.append(f"{time.monotonic() - started:7.1f}s {text}")
         log.info("chaos_event", what=text)
-
-
-class _Ref(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    object_id: str
-    segment_id: str
 
 
 @dataclass
@@ -118,12 +119,16 @@ class Chaos:
             return
         fewest = min(self.faults.kills_by_stage[w.stage] for w in candidates)
         victim = next(w for w in candidates if self.faults.kills_by_stage[w.stage] == fewest)
-        killed = victim.kill9(only_in_flight=True)
-        if killed is None:  # its work finished since the last scrape: not killed, pick again later
-            return
-        in_flight, gap_ms = killed
-        victim.start()
+        pre = victim.kill9(only_in_flight=True)
         f = self.faults
+        if pre.error is not None:
+            f.prekill_scrape_failures += 1
+            f.note(self.started, f"pre-kill scrape of {victim.name} failed ({pre.error}): not killed")
+            return
+        if not pre.killed or pre.in_flight is None:  # its work finished since: pick again later
+            return
+        in_flight, gap_ms = pre.in_flight, pre.gap_ms
+        victim.start()
         f.worker_kills += 1
         f.kills_by_stage[victim.stage] += 1
         f.inflight_kills += in_flight > 0
@@ -156,23 +161,60 @@ class Chaos:
             await self._restart("redis", signal.SIGTERM)
             self.faults.note(self.started, f"redis SIGTERM + restart, in flight {in_flight}")
         elif fault == "broker-kill9":
-            for w in self.workers:  # the in-flight counts this kill is allowed to cost
-                with w.lock:
-                    w.current.scrape()
-            at_kill = Counter(dict.fromkeys(REGISTRY.required_names(), 0))
-            for w in self.workers:
-                at_kill[w.stage] += w.in_flight()
-            self.faults.kills.append(Kill("broker", dict(at_kill), time.monotonic() - self.started))
+            unscraped = self._scrape_all()  # the in-flight counts this kill is allowed to cost
+            at_kill = self._stage_sums(lambda w: w.in_flight())
+            self.faults.kills.append(Kill("broker", at_kill, time.monotonic() - self.started, unscraped=unscraped))
             await self._restart("kafka", signal.SIGKILL)
-            self.faults.note(self.started, f"broker kill -9 + restart, in flight {dict(at_kill)}")
+            self.faults.note(self.started, f"broker kill -9 + restart, in flight {at_kill} unscraped {unscraped}")
         elif wiping:
             self.done_before_wipe = await self._done_objects()
             await self._restart("redis", signal.SIGKILL, wipe=True)
             self.faults.reconcile = await self._reconcile()
             self.faults.note(self.started, f"redis kill -9, data wiped, restart, reconcile {self.faults.reconcile}")
         else:
+            kill = await self._measure_redis_kill()
+            self.faults.kills.append(kill)
             await self._restart("redis", signal.SIGKILL)
-            self.faults.note(self.started, f"redis kill -9 + restart, in flight {in_flight}")
+            self.faults.note(
+                self.started,
+                f"redis kill -9 + restart, in flight {kill.in_flight}, finished in the last "
+                f"{kill.window_s:.2f}s {kill.finished} unscraped {kill.unscraped}",
+            )
+
+    def _scrape_all(self) -> tuple[str, ...]:
+        """Fresh scrapes of every worker; the names of those whose scrape failed."""
+        return tuple(w.name for w in self.workers if w.scrape_now() is not None)
+
+    def _stage_sums(self, figure: Callable[[WorkerProc], float]) -> dict[str, int]:
+        sums = Counter(dict.fromkeys(REGISTRY.required_names(), 0))
+        for w in self.workers:
+            sums[w.stage] += int(figure(w))
+        return dict(sums)
+
+    def _finished(self) -> dict[str, int]:
+        """Per stage, records finished so far (every incarnation's last scrape)."""
+        return self._stage_sums(
+            lambda w: sum(w.total("capstream_records_total", stage=w.stage, outcome=o) for o in TERMINAL_OUTCOMES)
+        )
+
+    async def _measure_redis_kill(self) -> Kill:
+        """What a Redis kill -9 may cost: scrape, wait ``AOF_LOSS_S``, scrape again right before
+        the signal; the records finished in between (their markers may not be on disk) and
+        those in flight then."""
+        unscraped = set(self._scrape_all())
+        before, since = self._finished(), time.monotonic()
+        await asyncio.sleep(AOF_LOSS_S)
+        unscraped |= set(self._scrape_all())
+        after, in_flight = self._finished(), self._stage_sums(lambda w: w.in_flight())
+        finished = {stage: after[stage] - before.get(stage, 0) for stage in after}
+        return Kill(
+            REDIS_KILL,
+            in_flight,
+            time.monotonic() - self.started,
+            finished=finished,
+            window_s=time.monotonic() - since,
+            unscraped=tuple(sorted(unscraped)),
+        )
 
     async def _restart(self, service: Service, sig: signal.Signals, wipe: bool = False) -> None:
         await asyncio.to_thread(kill_service, self.endpoints, service, sig=sig)
@@ -209,28 +251,23 @@ class Chaos:
         return [oid for oid, p in found if p is not None and p.state.value == "done"]
 
     async def _replay(self) -> None:
-        done = self.done_before_wipe if self.wipe_redis else await self._done_objects()
-        chosen = set(done[: max(1, len(self.object_ids()) // 10)])
-        if not chosen:
+        published = await self.replay()
+        if not published:
             self.faults.note(self.started, "replay: no object done yet")
             return
-        s = self.settings
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", max_request_size=4 << 20)
-        await producer.start()
-        try:
-            for oid in chosen:
-                key, value = self.event_of(oid)
-                await producer.send_and_wait(s.topic_objects, value, key=key)
-            copies = 0
-            for stage, _counter, topic in REGISTRY.progress_topics(s):  # decode's, caption's, embed's outputs
-                counter = self.faults.injected.setdefault(stage, Counter())
-                for record in await read_topics(s.kafka_bootstrap, [topic]):
-                    ref = _Ref.model_validate_json(record.value or b"{}")
-                    if ref.object_id in chosen and counter[ref.segment_id] == 0:
-                        await producer.send_and_wait(topic, record.value, key=record.key)
-                        counter[ref.segment_id] += 1
-                        copies += 1
-        finally:
-            await producer.stop()
-        self.faults.replayed_objects = len(chosen)
-        self.faults.note(self.started, f"replay: {len(chosen)} objects' events and {copies} segment records again")
+        events = published.get(self.settings.topic_objects, 0)
+        self.faults.note(
+            self.started,
+            f"replay: {events} objects' events and {sum(published.values()) - events} segment records again",
+        )
+
+    async def replay(self) -> dict[str, int]:
+        """Re-publish ~10% of the finished objects (in the wipe variant, of those done before
+        the wipe): their events and records; topic -> records published."""
+        done = self.done_before_wipe if self.wipe_redis else await self._done_objects()
+        chosen = done[: max(1, len(self.object_ids()) // 10)]
+        if not chosen:
+            return {}
+        published = await republish(self.settings, chosen, self.event_of, self.faults.injected)
+        self.faults.replayed_objects += len(chosen)
+        return published

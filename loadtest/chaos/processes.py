@@ -5,7 +5,9 @@ the last ``/metrics`` scrape it got: a background thread scrapes every live work
 ``SCRAPE_S`` and ``kill9`` scrapes once more immediately before the signal (the gap between
 that scrape and the kill, a few milliseconds, is recorded: model calls started inside it are
 the only ones the metrics miss, and the verifier also counts calls from the output records).
-Totals are the sum over incarnations of their last scrape.
+Totals are the sum over incarnations of their last scrape. When the scrape right before a
+kill fails, the kill's in-flight count is unknown: ``kill9`` says so (``PreKill.error``)
+instead of passing off the previous scrape as the count at the kill.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 
 from loadtest.loadrun.workers import is_ready
@@ -43,14 +46,31 @@ class Incarnation:
     def log_path(self) -> Path:
         return self.process.log_path
 
-    def scrape(self) -> bool:
+    def scrape(self) -> str | None:
+        """Scrape now; why it failed, or None. A process that has not yet stated its metrics
+        port has taken no record (it serves metrics before it builds its stages): that is an
+        empty scrape, not a failure."""
         if self.proc.poll() is not None:
-            return False
+            return f"exited with {self.proc.returncode}"
+        if self.process.metrics_url is None:
+            self.last = {}
+            return None
         try:
             self.last = self.process.scrape(timeout_s=2.0)
-        except OSError:
-            return False
-        return True
+        except (OSError, HTTPException) as exc:  # refused, timed out, cut short mid-answer
+            return f"scrape failed: {exc!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class PreKill:
+    """What ``kill9`` saw and did: the in-flight count from the scrape right before the signal
+    (None when that scrape failed, and ``error`` says why) and ms from its answer to the signal."""
+
+    in_flight: int | None
+    gap_ms: float
+    killed: bool
+    error: str | None = None
 
 
 @dataclass
@@ -86,25 +106,35 @@ class WorkerProc:
     def in_flight(self) -> int:
         return int(total(self.current.last, "capstream_records_in_flight", stage=self.stage))
 
-    def kill9(self, only_in_flight: bool = False) -> tuple[int, float] | None:
-        """Scrape, then ``kill -9`` the process group at once; (records in flight at that
-        scrape, ms from the scrape's answer to the signal). ``only_in_flight``: no kill when
-        that scrape shows nothing in flight (returns None): on an idle machine a
-        worker's records often finish between the periodic scrape and this one, and the run
-        wants kills that cost work."""
+    def kill9(self, only_in_flight: bool = False) -> PreKill:
+        """Scrape, then ``kill -9`` the process group at once. ``only_in_flight``: no kill when
+        that scrape shows nothing in flight, or failed: on an idle machine a worker's records
+        often finish between the periodic scrape and this one, and the run wants kills that
+        cost work, with the cost known."""
         with self.lock:
             inc = self.current
-            inc.scrape()
+            error = inc.scrape()
             scraped = time.monotonic()
-            in_flight = int(total(inc.last, "capstream_records_in_flight", stage=self.stage))
-            if only_in_flight and in_flight == 0:
-                return None
+            in_flight = None if error else int(total(inc.last, "capstream_records_in_flight", stage=self.stage))
+            if only_in_flight and not in_flight:
+                return PreKill(in_flight, 0.0, killed=False, error=error)
             if inc.proc.poll() is None:
                 os.killpg(inc.proc.pid, signal.SIGKILL)
             gap_ms = (time.monotonic() - scraped) * 1000
             inc.killed = True
         inc.proc.wait()
-        return in_flight, gap_ms
+        return PreKill(in_flight, gap_ms, killed=True, error=error)
+
+    def scrape_now(self, tries: int = 3) -> str | None:
+        """A fresh scrape of the running incarnation (up to ``tries``); why the last try
+        failed, or None."""
+        error: str | None = None
+        for _ in range(tries):
+            with self.lock:
+                error = self.current.scrape()
+            if error is None:
+                return None
+        return error
 
     def alive(self) -> bool:
         return self.current.proc.poll() is None

@@ -5,8 +5,10 @@ Order: start the stack and the workers (decode x2, caption, embed, index), wait 
 worker has its engine loaded, submit the objects at ``--rate`` (so work stays in flight for
 the kills), wait until every object is ``done`` or ``failed`` and the fault schedule is
 through, let every consumer reach lag 0 with nothing in flight (so replayed records have been
-turned away, or redone, before anything is counted), stop the workers with SIGTERM (each
-process is scraped a last time first), read back everything and verify.
+turned away, or redone, before anything is counted), replay finished objects once more with
+the model calls counted (``replay.quiet_replay``: must be 0), stop the workers with SIGTERM
+(each process is scraped a last time first), read back everything and verify. Whether it
+settled and how the workers exited go into the verdict (``conduct``), not only the report.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import structlog
 from redis.asyncio import Redis
 
 from loadtest.chaos.collect import collect
+from loadtest.chaos.conduct import RunFacts
 from loadtest.chaos.faults import Chaos
 from loadtest.chaos.processes import Scraper, WorkerProc
+from loadtest.chaos.replay import quiet_replay
 from loadtest.chaos.verifier import TruthObject, Verdict, verify
 from loadtest.chaos.workload import MediaFile, make_media
 from loadtest.loadrun.workers import wait_ready
@@ -142,9 +146,11 @@ async def run(args: Any) -> int:
         uploads = asyncio.create_task(submit_at_rate(files, args.rate, settings, submitted))
         faults = asyncio.create_task(chaos.run(finished))
         in_time = await _wait_finished(settings, files, submitted, uploads, faults, finished, deadline)
-        settled = await settle(workers) if in_time else False
+        facts = RunFacts(settled=await settle(workers) if in_time else False)
+        if facts.settled:
+            await quiet_replay(settings, workers, chaos.replay, lambda: settle(workers), facts)
         scraper.stop()
-        exit_codes = await asyncio.to_thread(stop_all, workers)
+        facts.exit_codes = await asyncio.to_thread(stop_all, workers)
         truth = [
             TruthObject(f.path.name, submitted[f.path.name].object_id, f.poison, f.segments, f.tolerance_s)
             for f in files
@@ -154,8 +160,9 @@ async def run(args: Any) -> int:
         seen.kills = chaos.faults.kills
         seen.injected = chaos.faults.injected
         seen.model_calls = {s: stage_total(workers, "capstream_model_requests_total", s) for s in ("caption", "embed")}
+        seen.run = facts
         verdict = verify(truth, seen)
-        report(verdict, chaos, workers, exit_codes, settled, in_time, started)
+        report(verdict, chaos, workers, facts, in_time, started)
         ok = in_time and verdict.passed
     finally:
         for w in workers:
@@ -202,15 +209,14 @@ def report(
     v: Verdict,
     chaos: Chaos,
     workers: list[WorkerProc],
-    exit_codes: dict[str, int | None],
-    settled: bool,
+    facts: RunFacts,
     in_time: bool,
     started: float,
 ) -> None:
     f = chaos.faults
     for line in f.events:
         print(line)
-    for problem in v.problems[:50]:
+    for problem in v.run_problems + v.problems[:50]:
         print(f"problem: {problem}")
     for stage in STAGES:
         print(
@@ -222,10 +228,14 @@ def report(
             f"skipped_duplicates={stage_total(workers, 'capstream_records_total', stage, outcome='duplicate')}"
         )
     print(
-        f"elapsed={time.monotonic() - started:.0f}s finished_in_time={in_time} settled={settled} "
+        f"elapsed={time.monotonic() - started:.0f}s finished_in_time={in_time} settled={facts.settled} "
         f"redecoded_objects={v.redecoded_objects} replayed_objects={f.replayed_objects} "
-        f"max_prekill_gap_ms={f.max_gap_ms:.1f} reconcile={f.reconcile} exit_codes={exit_codes} "
-        f"bounds_exceeded={v.bounds_exceeded}"
+        f"max_prekill_gap_ms={f.max_gap_ms:.1f} prekill_scrape_failures={f.prekill_scrape_failures} "
+        f"reconcile={f.reconcile} exit_codes={facts.exit_codes} bounds_exceeded={v.bounds_exceeded}"
+    )
+    print(
+        f"quiet replay: records={facts.replay_records} consumed={facts.replay_consumed} "
+        f"model_calls={facts.replay_model_calls} unscraped={list(facts.replay_unscraped)}"
     )
     print(
         f"chaos: objects={v.objects} segments={v.segments} kills={f.worker_kills} inflight_kills={f.inflight_kills} "

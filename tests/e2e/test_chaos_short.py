@@ -1,7 +1,8 @@
 """A short chaos run in CI: workers killed with -9 while they hold records, Redis restarted
 with SIGTERM and killed with -9, the broker killed with -9 while segments are in flight,
 finished objects' records replayed; nothing lost, no boundary off, duplicates and redone
-model calls within what the kills allow (the full run is ``python -m loadtest.chaos``)."""
+model calls within what the kills allow, settled, every worker exiting 0, and a replay on a
+quiet pipeline costing zero model calls (the full run is ``python -m loadtest.chaos``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,8 @@ def test_short_chaos_run_loses_nothing_and_redoes_only_killed_work() -> None:
     assert re.search(r"replay: \d+ objects' events and [1-9]\d* segment records again", result.stdout)
     caption = next(line for line in result.stdout.splitlines() if line.startswith("stage caption"))
     assert "skipped_duplicates=0" not in caption
+    # And the quiet replay at the end, counted from the metrics: not one model call.
+    assert re.search(
+        r"quiet replay: records=[1-9]\d* consumed=True model_calls=\{'caption': 0, 'embed': 0\} unscraped=\[\]",
+        result.stdout,
+    )
