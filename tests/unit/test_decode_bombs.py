@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from loadtest import media_factory as mf
+from loadtest.decode_memory import gif_bomb
 from workers.decode.dispatch import decode_segments
 from workers.decode.errors import MediaError
 from workers.decode.policy import SegmentPolicy
@@ -54,26 +55,6 @@ def png_bomb(width: int = 16000, height: int = 16000) -> bytes:
     body = b"\x78\xda" + first + again * (height // rows - 1) + deflate.flush() + struct.pack(">I", adler)
     header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)  # 16-bit RGBA
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-
-
-def gif_bomb(width: int = 8000, height: int = 8000, frames: int = 2000, delay_cs: int = 2) -> bytes:
-    """A GIF whose `frames` frames each paint one pixel of a `width` x `height` canvas.
-
-    Every frame is ~23 bytes, yet every decoded frame is the whole canvas.
-    """
-    one = io.BytesIO()
-    Image.new("P", (1, 1)).save(one, "GIF")
-    pixel = one.getvalue()
-    flags = pixel[10]
-    palette = 3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0
-    descriptor = pixel.index(b"\x2c", 13 + palette)
-    image = pixel[descriptor:-1]  # image descriptor + LZW data, without the trailer
-    out = bytearray(b"GIF89a" + struct.pack("<HH", width, height) + pixel[10:13] + pixel[13 : 13 + palette])
-    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
-    control = b"\x21\xf9\x04\x04" + struct.pack("<H", delay_cs) + b"\x00\x00"
-    for _ in range(frames):
-        out += control + image
-    return bytes(out + b"\x3b")
 
 
 def webp_canvas_bomb(width: int = 16000, height: int = 16000) -> bytes:

@@ -152,7 +152,7 @@ FAULTS = [
         "redis://cache",
     ),
     ("redis", '"--appendonly", "yes"', '"--appendonly", "no"', "appendonly=no"),
-    ("limits", "memory: 1536M", "memory: 1G", "decode-worker: memory 1G"),
+    ("limits", "memory: 6G", "memory: 4G", "decode-worker: memory 4G"),
     ("limits", 'CAPSTREAM_DECODE_THREADS: "2"', 'CAPSTREAM_DECODE_THREADS: "0"', "CAPSTREAM_DECODE_THREADS=0"),
     (
         "limits",

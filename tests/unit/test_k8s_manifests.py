@@ -20,8 +20,16 @@ from typing import Any
 
 import pytest
 
+from loadtest.decode_memory import WORST_PEAK_BYTES
 from workers.runtime.metrics import WorkerMetrics
-from workers.settings import CaptionSettings, CommonSettings, EmbedSettings, IndexSettings, SearchSettings
+from workers.settings import (
+    CaptionSettings,
+    CommonSettings,
+    DecodeSettings,
+    EmbedSettings,
+    IndexSettings,
+    SearchSettings,
+)
 from workers.stages import REGISTRY, StageRegistry
 
 yaml = pytest.importorskip("yaml")
@@ -37,8 +45,9 @@ CORE_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service"}
 # The workers' consumers start a new group at the earliest offset (workers/runtime/kafka.py);
 # KEDA must count that backlog as lag too.
 OFFSET_RESET = "earliest"
-# Measured peak RSS of one decode worker on the worst input its budgets let through.
-DECODE_PEAK_RSS = 580 * 2**20
+# Measured peak RSS of one decode on the worst input its budgets accept (loadtest/decode_memory.py).
+DECODE_PEAK_RSS = WORST_PEAK_BYTES
+DECODE_MEMORY_HEADROOM = 1.25  # above objects in flight x that peak, as compose's check
 VLLM_METRICS = {"vllm:num_requests_waiting", "vllm:num_requests_running"}
 Manifest = dict[str, Any]
 
@@ -340,14 +349,17 @@ def test_env_names_are_capstream_settings(deployments: dict[str, Manifest], conf
             assert names <= known, sorted(names - known)
 
 
-def test_every_container_has_resources(deployments: dict[str, Manifest]) -> None:
+def test_every_container_has_resources(deployments: dict[str, Manifest], env_of: Any) -> None:
     for name, deployment in deployments.items():
         for container in containers(deployment):
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]), name
             assert "memory" in resources["limits"], name
-    decode_limit = containers(deployments["capstream-decode"])[0]["resources"]["limits"]["memory"]
-    assert decode_limit.endswith("Mi") and int(decode_limit[:-2]) * 2**20 >= 2 * DECODE_PEAK_RSS
+    (decode,) = containers(deployments["capstream-decode"])
+    env_of(decode)
+    in_flight = DecodeSettings().decode_max_in_flight
+    limit = decode["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit[:-2]) * 2**20 >= in_flight * DECODE_PEAK_RSS * DECODE_MEMORY_HEADROOM
 
 
 def test_vllm_servers_serve_the_workers_models(
