@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Backend = Literal["vllm", "openai"]
@@ -193,7 +193,7 @@ class ModelServing:
     served_name: str  # recorded in outputs and sent to the server: model_name, else model
     backend: Backend
     openai_url: str
-    openai_api_key: str = field(repr=False)
+    openai_api_key: SecretStr = field(repr=False)  # .get_secret_value() only where it is sent
     max_batch: int
     engine_args: str
     # Bounds one request with either backend: the in-process engine's wait for its result
@@ -239,7 +239,7 @@ class CaptionSettings(ModelStageSettings):
     )
     caption_backend: Backend = "vllm"
     caption_openai_url: str = "http://127.0.0.1:8000/v1"
-    caption_openai_api_key: str = "EMPTY"
+    caption_openai_api_key: SecretStr = SecretStr("EMPTY")
     caption_max_tokens: int = 256
     caption_temperature: float = 0.0
     caption_max_model_len: int = 32768
@@ -285,7 +285,7 @@ class EmbedSettings(ModelStageSettings):
     )
     embed_backend: Backend = "vllm"
     embed_openai_url: str = "http://127.0.0.1:8001/v1"
-    embed_openai_api_key: str = "EMPTY"
+    embed_openai_api_key: SecretStr = SecretStr("EMPTY")
     embed_max_batch: int = 64
     embed_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
     embed_request_timeout_s: float = Field(

@@ -145,7 +145,7 @@ class OpenAIBackend:
             pool["limits"] = httpx.Limits(max_connections=s.max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=s.openai_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {s.openai_api_key}"},
+            headers={"Authorization": f"Bearer {s.openai_api_key.get_secret_value()}"},
             timeout=s.request_timeout_s,
             **pool,
         )
