@@ -1,4 +1,5 @@
-"""structlog setup: JSON lines for machines, console rendering for people."""
+"""structlog setup: JSON lines for machines, console rendering for people; secrets redacted
+from every line, structlog's and the standard library loggers' (``stdlib_redaction``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TextIO
 import structlog
 
 from workers.runtime.redaction import redact_log_values
+from workers.runtime.stdlib_redaction import install_record_redaction
 
 
 class _CurrentStderr:
@@ -27,6 +29,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    install_record_redaction()  # before basicConfig: no record of a library escapes it
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
     # Third-party chatter (aiokafka reconnects, vLLM init) stays at WARNING unless asked.
     for noisy in ("aiokafka", "vllm", "botocore", "aiobotocore", "httpx", "transformers"):
