@@ -8,26 +8,33 @@ batcher commits when ``CAPSTREAM_INDEX_BATCH_ROWS`` rows are waiting or the olde
 consumer loop commits its offset only then. All writes (and removals) run on one thread, in
 order, through one ``SegmentIndex``.
 
-What a waiting record gets when its batch fails: ``PermanentError('dim_mismatch')`` for its
-own bad vector (the others are written), ``UnavailableError`` when the store is unreachable
-or keeps refusing (an I/O error, or the store does not answer a probe either): the loop then
-waits without counting the try; any other error as itself (transient: retried, then DLQ).
+What a waiting record gets when its batch fails (``workers.index.faults`` says what an
+exception means, by its type and status code):
+
+- ``UnavailableError`` when the store is out: an outage by type, or the store does not answer
+  a probe either, or no row of a batch of several can be written. The loop then waits
+  without counting the try.
+- Otherwise the batch is written again in halves, down to single rows (the engine batcher's
+  isolation), so its good rows are written and only a row that fails alone is blamed:
+  ``PermanentError('unwritable_row')`` when its error is a data error by type (dead-lettered
+  at once), else the error as itself (transient: retried, then dead-lettered).
+- ``PermanentError('dim_mismatch')`` for a vector of another width (refused before the write).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
+from workers.index.faults import Fault, classify, unavailable, unwritable_row
 from workers.index.writer import SegmentIndex, WriteResult
 from workers.runtime.errors import PermanentError, UnavailableError
 
@@ -35,24 +42,20 @@ log = structlog.get_logger("capstream.index")
 
 T = TypeVar("T")
 
-# How LanceDB reports a store it cannot reach or write (its error types vary: ValueError,
-# OSError, RuntimeError), by the text of the underlying object-store / I/O error.
-_OUTAGE = re.compile(
-    r"\bIO\b|LanceError\(IO\)|object.?store|connect|timed? ?out|dns|broken pipe|reset by peer|"
-    r"permission denied|read-only file system|no space left|commit conflict|too many concurrent",
-    re.IGNORECASE,
-)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """The error says the store is unreachable or refuses writes, not that the data is bad."""
-    return isinstance(exc, (OSError, TimeoutError, UnavailableError)) or bool(_OUTAGE.search(str(exc)))
-
 
 @dataclass
 class _Waiting:
     embedding: Embedding
     future: asyncio.Future[WriteResult]
+
+
+@dataclass
+class _Isolation:
+    """One failed batch being written in halves: rows written so far, and the rows that failed
+    alone with an error whose type does not say whose fault it is."""
+
+    written: int = 0
+    lone: list[tuple[_Waiting, Exception]] = field(default_factory=list)
 
 
 class IndexBatcher:
@@ -115,10 +118,8 @@ class IndexBatcher:
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run a store call on the writer thread; an outage becomes ``UnavailableError``."""
-        assert self._executor is not None, "batcher not started"
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await self._on_writer(fn, *args)
         except PermanentError:
             raise
         except Exception as exc:
@@ -151,15 +152,23 @@ class IndexBatcher:
         waiting = [w for w in batch if not w.future.done()]  # a cancelled record is redelivered
         if not waiting:
             return
+        exc = await self._write(waiting)
+        if exc is not None:
+            log.warning("index_batch_failed", rows=len(waiting), error=str(exc)[:500], kind=type(exc).__name__)
+            await self._isolate(waiting, exc)
+
+    async def _write(self, rows: list[_Waiting]) -> Exception | None:
+        """Commit ``rows`` together and answer their records; or the error, with nobody answered."""
         started = time.monotonic()
         try:
-            result: WriteResult = await self.call(self.index.write, [w.embedding for w in waiting])
+            result: WriteResult = await self._on_writer(self.index.write, [w.embedding for w in rows])
         except Exception as exc:
-            log.warning("index_batch_failed", rows=len(waiting), error=str(exc)[:500], kind=type(exc).__name__)
-            for w in waiting:
-                if not w.future.done():
-                    w.future.set_exception(_copy_error(exc))
-            return
+            return exc
+        self._written(rows, result, started)
+        return None
+
+    def _written(self, rows: list[_Waiting], result: WriteResult, started: float) -> None:
+        """``rows`` were committed together: count them, run the hooks, answer their records."""
         self.batches += 1
         self.rows_written += result.written
         log.info(
@@ -172,7 +181,7 @@ class IndexBatcher:
         )
         for hook in self.on_write:
             hook(result)
-        for w in waiting:
+        for w in rows:
             if w.future.done():
                 continue
             error = result.rejected.get(w.embedding.segment_id)
@@ -181,16 +190,72 @@ class IndexBatcher:
             else:
                 w.future.set_result(result)
 
-    async def _classify(self, exc: Exception) -> Exception:
-        """``UnavailableError`` when the store is down (or the error says so), else ``exc``."""
-        if is_outage(exc):
-            return UnavailableError(f"index store unavailable: {type(exc).__name__}: {str(exc)[:500]}")
-        assert self._executor is not None
+    async def _isolate(self, rows: list[_Waiting], exc: Exception) -> None:
+        """After ``rows`` failed as one write: an outage fails them all with ``UnavailableError``;
+        otherwise write them in halves until each bad row has failed alone (module doc)."""
+        state = _Isolation()
+        outage = await self._split(rows, exc, state)
+        if outage is None and len(state.lone) > 1 and state.written == 0:
+            outage = unavailable(state.lone[0][1])  # the store refuses every row: not theirs to pay for
+        for w, error in state.lone:
+            if not w.future.done():
+                w.future.set_exception(_copy_error(outage or error))
+        for w in rows:
+            if not w.future.done():
+                assert outage is not None
+                w.future.set_exception(_copy_error(outage))
+
+    async def _split(self, rows: list[_Waiting], exc: Exception, state: _Isolation) -> Exception | None:
+        """``rows`` failed together with ``exc``: settle each, or return the outage that stops it."""
+        fault = classify(exc)
+        if fault is Fault.OUTAGE:
+            return unavailable(exc)
+        if fault is Fault.UNKNOWN:
+            outage = await self._probe()
+            if outage is not None:
+                return outage
+        if len(rows) == 1:
+            w = rows[0]
+            if fault is Fault.DATA:
+                e = w.embedding
+                w.future.set_exception(unwritable_row(exc, object_id=e.object_id, segment_id=e.segment_id))
+                log.warning(
+                    "index_row_unwritable", segment_id=e.segment_id, error=str(exc)[:500], kind=type(exc).__name__
+                )
+            else:
+                state.lone.append((w, exc))
+            return None
+        mid = len(rows) // 2
+        for half in (rows[:mid], rows[mid:]):
+            half = [w for w in half if not w.future.done()]
+            if not half:
+                continue
+            half_exc = await self._write(half)
+            if half_exc is None:
+                state.written += len(half)
+                continue
+            stop = await self._split(half, half_exc, state)
+            if stop is not None:
+                return stop
+        return None
+
+    async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        assert self._executor is not None, "batcher not started"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _probe(self) -> UnavailableError | None:
+        """The outage when the store does not answer (it lists its tables), else None."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.index.probe)
+            await self._on_writer(self.index.probe)
         except Exception as probe_exc:
-            return UnavailableError(f"index store unavailable: {type(probe_exc).__name__}: {str(probe_exc)[:500]}")
-        return exc
+            return unavailable(probe_exc)
+        return None
+
+    async def _classify(self, exc: Exception) -> Exception:
+        """``UnavailableError`` when the store is out (by the error's type, or by a probe), else ``exc``."""
+        if classify(exc) is Fault.OUTAGE:
+            return unavailable(exc)
+        return await self._probe() or exc
 
 
 def _copy_error(exc: Exception) -> Exception:
