@@ -149,7 +149,7 @@ def test_api_keys_are_secret_in_settings_and_their_serving_view(
 ) -> None:
     """A settings object or its ``ModelServing`` logged, printed or dumped shows no key; only
     ``get_secret_value()`` (the HTTP client's header) reads it."""
-    settings = settings_cls(**{field: "sk-live-4f9a"})
+    settings = settings_cls.model_validate({field: "sk-live-4f9a"})
     serving = settings.serving
     structlog.get_logger("test").info("settings", settings=settings, serving=serving, dump=settings.model_dump())
     shown = [repr(settings), str(settings), settings.model_dump_json(), repr(serving), json_log.getvalue()]
