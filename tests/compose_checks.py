@@ -30,6 +30,7 @@ import yaml
 
 from loadtest.decode_memory import WORST_PEAK_BYTES
 from workers.runtime.kafka import dlq_topic
+from workers.runtime.retention import TopicRetention, retention_problems
 from workers.stages import REGISTRY, StageRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,15 @@ def created_topics(compose: Compose) -> dict[str, int]:
     return {name: int(parts) for name, parts in re.findall(r"^\s*create\s+(\S+)\s+(\d+)", script, flags=re.M)}
 
 
+def created_topic_configs(compose: Compose) -> dict[str, dict[str, str]]:
+    """Topic -> the ``--config key=value`` settings kafka-init creates it with."""
+    script = "\n".join(argv(compose["services"]["kafka-init"].get("command")))
+    return {
+        name: dict(kv.split("=", 1) for kv in re.findall(r"--config\s+(\S+=\S+)", rest))
+        for name, rest in re.findall(r"^\s*create\s+(\S+)\s+\d+(.*)$", script, flags=re.M)
+    }
+
+
 def memory_bytes(value: str | int) -> int:
     """Compose byte values: ``1536M``, ``2g``, ``512m``, ``1073741824``."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(value).strip().lower())
@@ -217,6 +227,21 @@ def check_topics_exist(compose: Compose, loops: dict[str, list[StageLoopView]]) 
                 for t in sorted(needed - set(created))
             ]
     return problems
+
+
+def check_retention(compose: Compose, registry: StageRegistry = REGISTRY) -> list[str]:
+    """Every topic a worker uses is created with the retention its role in the registry
+    declares: the record topics (what Redis and the index are rebuilt from) kept forever."""
+    created = created_topic_configs(compose)
+    roles: dict[str, TopicRetention] = {}
+    for svc in compose["services"].values():
+        if (stage := worker_stage(svc)) not in registry.names():
+            continue
+        with service_environment(svc):
+            roles.update(registry.topic_retention(registry[stage].load_settings()))
+    return [
+        p for topic, role in roles.items() if topic in created for p in retention_problems(topic, role, created[topic])
+    ]
 
 
 def scaled_objects(path: Path = AUTOSCALING) -> list[dict[str, Any]]:

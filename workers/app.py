@@ -10,10 +10,9 @@ from collections.abc import Sequence
 
 import structlog
 
-from workers.runtime.kafka import ensure_topics
 from workers.runtime.resources import WorkerResources
 from workers.settings import CommonSettings
-from workers.stages import REGISTRY, StageRegistry
+from workers.stages import REGISTRY, StageRegistry, ensure_pipeline_topics
 
 log = structlog.get_logger("capstream.app")
 
@@ -27,7 +26,7 @@ async def run_stages(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(common, registry.topics(common))
+    await ensure_pipeline_topics(common, registry)
     resources = WorkerResources()
     if common.metrics_port is not None:
         resources.metrics.serve(common.metrics_port, common.metrics_host)

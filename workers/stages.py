@@ -18,11 +18,12 @@ runtime, state and CLI layers can all read it without an import cycle.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from workers.runtime.kafka import dlq_topic
+from workers.runtime.kafka import dlq_topic, ensure_topics
+from workers.runtime.retention import DEAD_LETTERS, FEED, FRAMES, RECORD, TopicRetention
 from workers.settings import (
     BridgeSettings,
     CaptionSettings,
@@ -114,6 +115,10 @@ def _field(settings: CommonSettings, name: str) -> str:
 @dataclass(frozen=True)
 class StageRegistry:
     specs: tuple[StageSpec, ...]
+    # Settings field naming a topic -> how long the topic keeps its records
+    # (``workers.runtime.retention``); every topic a stage reads or writes has one, and each
+    # topic's dead-letter topic is DEAD_LETTERS.
+    retention: Mapping[str, TopicRetention] = field(default_factory=dict)
     _by_name: dict[str, StageSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +126,9 @@ class StageRegistry:
         loop_names = [c.name for s in self.specs for c in s.consumers]
         if len(by_name) != len(self.specs) or len(set(loop_names)) != len(loop_names):
             raise ValueError(f"stage and consumer names must be unique: {[s.name for s in self.specs]}, {loop_names}")
+        fields = {f for s in self.specs for f in (*(c.topic_field for c in s.consumers), *s.output_fields)}
+        if missing := sorted(fields - set(self.retention)):
+            raise ValueError(f"topics without a retention role (StageRegistry.retention): {missing}")
         object.__setattr__(self, "_by_name", by_name)
 
     def __iter__(self) -> Iterator[StageSpec]:
@@ -129,8 +137,8 @@ class StageRegistry:
     def __getitem__(self, name: str) -> StageSpec:
         return self._by_name[name]
 
-    def with_stage(self, spec: StageSpec) -> StageRegistry:
-        return StageRegistry((*self.specs, spec))
+    def with_stage(self, spec: StageSpec, retention: Mapping[str, TopicRetention] | None = None) -> StageRegistry:
+        return StageRegistry((*self.specs, spec), {**self.retention, **(retention or {})})
 
     def names(self) -> list[str]:
         """``capstream worker`` choices."""
@@ -166,6 +174,24 @@ class StageRegistry:
         outputs = [t for s in self.specs for t in s.output_topics(_for(s, settings))]
         return _unique([*self.input_topics(settings), *outputs, *self.dlq_topics(settings)])
 
+    def topic_retention(self, settings: CommonSettings) -> dict[str, TopicRetention]:
+        """Every topic of ``topics(settings)`` -> its retention role."""
+        named: dict[str, TopicRetention] = {}
+        for spec in self.specs:
+            stage_settings = _for(spec, settings)
+            for name in (*(c.topic_field for c in spec.consumers), *spec.output_fields):
+                named[_field(stage_settings, name)] = self.retention[name]
+        named.update({dlq_topic(t): DEAD_LETTERS for t in self.input_topics(settings)})
+        return {t: named[t] for t in self.topics(settings)}
+
+    def topic_configs(self, settings: CommonSettings) -> dict[str, dict[str, str]]:
+        """Topic -> the configs it is created with (its retention)."""
+        return {t: r.configs() for t, r in self.topic_retention(settings).items()}
+
+    def record_topics(self, settings: CommonSettings) -> list[str]:
+        """The topics kept forever: what Redis and the index are rebuilt from."""
+        return [t for t, r in self.topic_retention(settings).items() if r.is_record]
+
     def progress_topics(self, settings: CommonSettings) -> list[ProgressTopic]:
         """The stages that advance progress, each with its counter and output topic, in
         pipeline order."""
@@ -186,6 +212,12 @@ def _for(spec: StageSpec, settings: CommonSettings) -> CommonSettings:
 
 def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+async def ensure_pipeline_topics(settings: CommonSettings, registry: StageRegistry | None = None) -> None:
+    """Create the pipeline's missing topics with their retention (what a worker does first)."""
+    registry = registry or REGISTRY
+    await ensure_topics(settings, registry.topics(settings), registry.topic_configs(settings))
 
 
 REGISTRY = StageRegistry(
@@ -232,5 +264,16 @@ REGISTRY = StageRegistry(
             output_fields=(),
             builder="workers.index.loops:build_loops",
         ),
-    )
+    ),
+    retention={
+        # The record: what Redis and the index are rebuilt from, and what a re-decode replays
+        # (workers/runtime/retention.py says why each is kept; docs/sizing.md what it costs).
+        "topic_objects": RECORD,
+        "topic_captions": RECORD,
+        "topic_embeddings": RECORD,
+        "topic_removals": RECORD,
+        # Inline JPEG frames: the bulk of the bytes, redone by a re-decode once expired.
+        "topic_segments": FRAMES,
+        "topic_filer_events": FEED,
+    },
 )

@@ -111,6 +111,7 @@ Check = Callable[[cc.Compose, dict[str, list[cc.StageLoopView]]], list[str]]
 CHECKS: dict[str, Check] = {
     "stages": lambda c, lp: cc.check_stages_deployed(c),
     "topics": cc.check_topics_exist,
+    "retention": lambda c, lp: cc.check_retention(c),
     "replicas": lambda c, lp: cc.check_partitions_cover_replicas(c, lp, cc.scaled_objects()),
     "dependencies": lambda c, lp: cc.check_dependencies(c),
     "endpoints": lambda c, lp: cc.check_endpoints(c),
@@ -123,8 +124,25 @@ CHECKS: dict[str, Check] = {
 # (check, text in compose.yaml, its faulty replacement, what the problem must mention)
 FAULTS = [
     ("stages", 'command: ["worker", "embed"]', 'command: ["worker", "embedder"]', "capstream worker embed`"),
-    ("topics", "        create media.removals 4\n", "", "media.removals"),
+    (
+        "topics",
+        "        create media.removals 4 --config retention.ms=-1 --config retention.bytes=-1\n",
+        "",
+        "media.removals",
+    ),
     ("topics", "create media.captions.dlq 1", "create media.captions-dlq 1", "media.captions.dlq"),
+    (
+        "retention",
+        "create media.captions 12 --config retention.ms=-1",
+        "create media.captions 12 --config retention.ms=604800000",
+        "media.captions (record) has retention.ms=604800000",
+    ),
+    (
+        "retention",
+        "create media.embeddings 4 --config retention.ms=-1 --config retention.bytes=-1",
+        "create media.embeddings 4",
+        "media.embeddings (record) has no retention.ms",
+    ),
     ("replicas", "create media.objects 4", "create media.objects 2", "2 partitions of media.objects"),
     ("dependencies", "condition: service_completed_successfully", "condition: service_healthy", "one-shot kafka-init"),
     (

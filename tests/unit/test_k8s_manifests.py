@@ -22,6 +22,7 @@ import pytest
 
 from loadtest.decode_memory import WORST_PEAK_BYTES
 from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.retention import retention_problems
 from workers.settings import (
     CaptionSettings,
     CommonSettings,
@@ -42,6 +43,7 @@ COMPOSE = ROOT / "docker" / "compose.yaml"
 KEDA_SCHEMA = Path(__file__).parent / "data" / "keda_scaledobject_schema.yaml"
 KUBERNETES_VERSION = "1.33"
 CORE_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service"}
+CUSTOM_KINDS = {"ScaledObject", "KafkaTopic"}  # KEDA's (schema below) and Strimzi's (topic_problems)
 # The workers' consumers start a new group at the earliest offset (workers/runtime/kafka.py);
 # KEDA must count that backlog as lag too.
 OFFSET_RESET = "earliest"
@@ -232,7 +234,7 @@ def env_of(monkeypatch: pytest.MonkeyPatch, config_maps: dict[str, Manifest]) ->
 
 
 def test_core_kinds_pass_kubernetes_strict_validation(manifests: list[Manifest]) -> None:
-    core = [d for d in manifests if d["kind"] != "ScaledObject"]
+    core = [d for d in manifests if d["kind"] not in CUSTOM_KINDS]
     assert {d["kind"] for d in core} == CORE_KINDS
     for doc in core:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -266,6 +268,87 @@ def stage_deployment_problems(deployments: dict[str, Manifest], registry: StageR
     return [f"no Deployment runs `capstream worker {s}`" for s in registry.names() if s not in deployed] + [
         f"`capstream worker {s}` is no registered stage" for s in sorted(deployed - set(registry.names()))
     ]
+
+
+def topic_problems(
+    kafka_topics: dict[str, Manifest], partitions: dict[str, int], registry: StageRegistry = REGISTRY
+) -> list[str]:
+    """topics.yaml declares every topic the deployed stages use (add-ons aside: the bridge's
+    feed is SeaweedFS's), as Strimzi's KafkaTopic v1beta2, with kafka-init's partitions and
+    the retention of its role in the registry: the record topics kept forever. Resolved with
+    the current environment (``env_of`` puts the ConfigMap's there)."""
+    problems = []
+    for spec in registry:
+        if not spec.required:
+            continue
+        settings = spec.load_settings()
+        roles = registry.topic_retention(settings)
+        for topic in (*spec.input_topics(settings), *spec.dlq_topics(settings), *spec.output_topics(settings)):
+            declared = kafka_topics.get(topic)
+            if declared is None:
+                problems.append(f"topics.yaml has no KafkaTopic {topic} ({spec.name} uses it)")
+                continue
+            topic_spec = declared["spec"]
+            if declared["apiVersion"] != "kafka.strimzi.io/v1beta2" or not declared["metadata"]["labels"].get(
+                "strimzi.io/cluster"
+            ):
+                problems.append(f"{topic}: not a Strimzi v1beta2 KafkaTopic of a cluster")
+            if topic_spec.get("partitions") != partitions.get(topic):
+                problems.append(
+                    f"{topic}: {topic_spec.get('partitions')} partitions, kafka-init has {partitions.get(topic)}"
+                )
+            configs = {k: str(v) for k, v in (topic_spec.get("config") or {}).items()}
+            problems += retention_problems(topic, roles[topic], configs)
+    return list(dict.fromkeys(problems))
+
+
+@pytest.fixture(scope="module")
+def kafka_topics(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return of_kind(manifests, "KafkaTopic")
+
+
+def test_topics_yaml_declares_every_topic_with_its_partitions_and_retention(
+    kafka_topics: dict[str, Manifest], partitions: dict[str, int], deployments: dict[str, Manifest], env_of: Any
+) -> None:
+    env_of(containers(deployments["capstream-decode"])[0])
+    assert kafka_topics
+    assert topic_problems(kafka_topics, partitions) == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "change", "mention"),
+    [
+        ("media.captions", {"retention.ms": 604800000}, "media.captions (record) has retention.ms=604800000"),
+        ("media.removals", {"retention.bytes": 1073741824}, "media.removals (record) has retention.bytes=1073741824"),
+        ("media.embeddings", None, "media.embeddings (record) has no retention.ms"),
+        ("media.segments.dlq", {"retention.ms": 86400000}, "media.segments.dlq (dead letters) has retention.ms"),
+    ],
+)
+def test_topic_check_catches_a_finite_record_retention(
+    kafka_topics: dict[str, Manifest],
+    partitions: dict[str, int],
+    deployments: dict[str, Manifest],
+    env_of: Any,
+    topic: str,
+    change: dict[str, int] | None,
+    mention: str,
+) -> None:
+    env_of(containers(deployments["capstream-decode"])[0])
+    declared = kafka_topics[topic]
+    config = {} if change is None else {**declared["spec"]["config"], **change}
+    faulty = {**kafka_topics, topic: {**declared, "spec": {**declared["spec"], "config": config}}}
+    problems = topic_problems(faulty, partitions)
+    assert any(mention in p for p in problems), problems
+
+
+def test_topic_check_catches_a_missing_topic_and_wrong_partitions(
+    kafka_topics: dict[str, Manifest], partitions: dict[str, int], deployments: dict[str, Manifest], env_of: Any
+) -> None:
+    env_of(containers(deployments["capstream-decode"])[0])
+    missing = {k: v for k, v in kafka_topics.items() if k != "media.objects.dlq"}
+    assert topic_problems(missing, partitions) == ["topics.yaml has no KafkaTopic media.objects.dlq (decode uses it)"]
+    fewer = {**partitions, "media.captions": 6}
+    assert topic_problems(kafka_topics, fewer) == ["media.captions: 12 partitions, kafka-init has 6"]
 
 
 def test_every_worker_stage_has_a_deployment(deployments: dict[str, Manifest]) -> None:

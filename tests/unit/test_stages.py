@@ -14,6 +14,7 @@ from tests.unit.test_k8s_manifests import load_manifests, of_kind, stage_deploym
 from workers.cli.main import build_parser
 from workers.runtime.loop import StageLoop
 from workers.runtime.resources import WorkerResources
+from workers.runtime.retention import DEAD_LETTERS, FRAMES, RECORD
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import CommonSettings
 from workers.stages import REGISTRY, ConsumerSpec, StageRegistry, StageSpec
@@ -54,7 +55,8 @@ OCR = StageSpec(
     output_fields=("topic_ocr",),
     builder=f"{__name__}:build_ocr_loops",
 )
-WITH_OCR = REGISTRY.with_stage(OCR)
+OCR_RETENTION = {"topic_pages": FRAMES, "topic_ocr": RECORD}
+WITH_OCR = REGISTRY.with_stage(OCR, OCR_RETENTION)
 
 
 def _declared(spec: StageSpec, settings: CommonSettings) -> list[tuple[str, str, str, tuple[str, ...]]]:
@@ -153,5 +155,26 @@ def test_the_k8s_checks_see_a_new_stage() -> None:
 
 def test_names_are_unique() -> None:
     with pytest.raises(ValueError, match="unique"):
-        REGISTRY.with_stage(OCR).with_stage(OCR)
+        WITH_OCR.with_stage(OCR)
     assert isinstance(WITH_OCR, StageRegistry)
+
+
+def test_every_topic_has_a_retention_role_and_the_record_is_kept_forever() -> None:
+    settings = CommonSettings()
+    roles = REGISTRY.topic_retention(settings)
+    assert set(roles) == set(REGISTRY.topics(settings))
+    assert REGISTRY.record_topics(settings) == [
+        "media.objects",
+        "media.captions",
+        "media.embeddings",
+        "media.removals",
+    ]
+    assert roles["media.segments"] == FRAMES and roles["media.segments.dlq"] == DEAD_LETTERS
+    assert REGISTRY.topic_configs(settings)["media.embeddings"] == {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def test_a_new_stage_must_say_how_long_its_topics_are_kept() -> None:
+    with pytest.raises(ValueError, match="retention role.*topic_ocr"):
+        REGISTRY.with_stage(OCR, {"topic_pages": FRAMES})
+    assert WITH_OCR.topic_retention(OcrSettings())["media.ocr"] == RECORD
+    assert "media.ocr" in WITH_OCR.record_topics(OcrSettings())

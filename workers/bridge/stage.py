@@ -19,6 +19,7 @@ from workers.runtime.errors import PermanentError
 from workers.runtime.kafka import dlq_topic, ensure_topics
 from workers.runtime.stage import Output, RecordContext, Stage
 from workers.settings import BridgeSettings
+from workers.stages import REGISTRY
 from workers.state import EventCounts, RedisKeys
 
 
@@ -34,7 +35,7 @@ class S3EventsStage(Stage[EventNotification]):
     async def setup(self) -> None:
         # weed creates its topic on first publish; the bridge may start before any upload.
         topics = [self.input_topic, dlq_topic(self.input_topic), self.settings.topic_objects]
-        await ensure_topics(self.settings, topics)
+        await ensure_topics(self.settings, topics, REGISTRY.topic_configs(self.settings))
 
     def parse(self, value: bytes) -> EventNotification:
         try:

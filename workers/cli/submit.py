@@ -19,10 +19,9 @@ from schemas.events import parse_event
 from schemas.progress import ObjectProgress
 from workers.bridge.translate import SUBMIT_MARKER
 from workers.cli.progress_view import progress_view
-from workers.runtime.kafka import ensure_topics
 from workers.s3_client import s3_client
 from workers.settings import S3Settings
-from workers.stages import REGISTRY
+from workers.stages import ensure_pipeline_topics
 from workers.state import ProgressStore, RedisKeys
 from workers.state.progress_feed import ProgressFeed
 
@@ -80,7 +79,7 @@ def expand_paths(paths: list[Path]) -> list[tuple[Path, str]]:
 
 async def submit(paths: list[Path], settings: S3Settings) -> list[Submitted]:
     files = expand_paths(paths)
-    await ensure_topics(settings, REGISTRY.topics(settings))
+    await ensure_pipeline_topics(settings)
     submitted: list[Submitted] = []
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()

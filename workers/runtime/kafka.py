@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Mapping
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from workers.settings import CommonSettings
 
@@ -128,9 +129,15 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-async def ensure_topics(settings: CommonSettings, topics: list[str]) -> None:
-    """Create missing topics (production clusters usually pre-create them; then this is a no-op).
-    The pipeline's topics: ``workers.stages.REGISTRY.topics(settings)``."""
+async def ensure_topics(
+    settings: CommonSettings, topics: list[str], configs: Mapping[str, Mapping[str, str]] | None = None
+) -> None:
+    """Create missing topics, each with its ``configs`` (retention: the pipeline's come from
+    ``workers.stages.ensure_pipeline_topics``). Production clusters usually pre-create them;
+    then this creates nothing, and it logs ``topic_configs_differ`` for an existing topic whose
+    broker-side configs differ from ``configs`` (a record topic left at the broker's 7-day
+    default loses what Redis and the index are rebuilt from)."""
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -144,6 +151,7 @@ async def ensure_topics(settings: CommonSettings, topics: list[str]) -> None:
                             name=t,
                             num_partitions=settings.topic_partitions,
                             replication_factor=settings.topic_replication,
+                            topic_configs=dict(configs.get(t, {})),
                         )
                         for t in missing
                     ]
@@ -151,5 +159,32 @@ async def ensure_topics(settings: CommonSettings, topics: list[str]) -> None:
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
             log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+        await _warn_config_drift(admin, {t: configs[t] for t in topics if t in existing and t in configs})
     finally:
         await admin.close()
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configs as the broker states them (DescribeConfigs)."""
+    if not topics:
+        return {}
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    found: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for error_code, _message, _type, name, entries in response.resources:
+            if error_code == 0:
+                found[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    return found
+
+
+async def _warn_config_drift(admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]) -> None:
+    try:
+        actual = await topic_configs(admin, list(wanted))
+    except KafkaError as exc:  # a broker that cannot describe configs: nothing to compare
+        log.warning("topic_configs_unknown", error=repr(exc))
+        return
+    for topic, want in wanted.items():
+        have = actual.get(topic, {})
+        differ = {k: have.get(k) for k, v in want.items() if have.get(k) != v}
+        if differ:
+            log.error("topic_configs_differ", topic=topic, broker=differ, declared=dict(want))
