@@ -83,7 +83,11 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
         p.add_argument("--offline", action="store_true", help="embed queries with the offline CPU model (MiniLM)")
 
     ri = sub.add_parser("reindex", help="rebuild the search index from the embeddings and removals topics")
-    ri.add_argument("--from-scratch", action="store_true", help="drop the table (and its tombstones) first")
+    ri.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="build a new table from the topics, check it holds every row, then switch to it",
+    )
     ri.add_argument("--model", help="only embeddings of this embedding model (e.g. after a model change)")
     ri.add_argument("--json", action="store_true")
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 from lancedb.index import FTS, IvfHnswSq
 
+from workers.index.generations import IndexGeneration, TablePointer, configured_generation
 from workers.index.table import TEXT_COLUMN, connect, open_table, text_index
 from workers.settings import IndexSettings
 
@@ -45,14 +46,20 @@ def has_index(table: Any, column: str) -> bool:
 
 
 class IndexMaintenance:
-    def __init__(self, settings: IndexSettings, *, table: str | None = None) -> None:
+    def __init__(self, settings: IndexSettings, *, generation: IndexGeneration | None = None) -> None:
+        """``generation``: these tables; else the ones the index's pointer names at each run."""
         self.settings = settings
-        self.table_name = table or settings.index_table
+        self._pinned = generation
+        self.generation = generation or configured_generation(settings)
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._db: Any = None
         self._last_optimize = time.monotonic()
         self.runs = 0
+
+    @property
+    def table_name(self) -> str:
+        return self.generation.segments
 
     def kick(self) -> None:
         """Run soon (e.g. the first rows were written and there is no full-text index yet)."""
@@ -86,6 +93,8 @@ class IndexMaintenance:
         """One round: indexes that are due, and optimize when its interval passed."""
         if self._db is None:
             self._db = connect(self.settings)
+        if self._pinned is None:
+            self.generation = TablePointer(self._db, self.settings).current()
         table = open_table(self._db, self.table_name)
         if table is None:
             return
@@ -110,7 +119,7 @@ class IndexMaintenance:
             started = time.monotonic()
             keep = timedelta(seconds=self.settings.index_keep_versions_s)
             table.optimize(cleanup_older_than=keep)
-            removals = open_table(self._db, self.settings.index_removals_table)
+            removals = open_table(self._db, self.generation.removals)
             if removals is not None:
                 removals.optimize(cleanup_older_than=keep)
             log.info("index_optimized", table=self.table_name, rows=rows, s=round(time.monotonic() - started, 2))

@@ -27,6 +27,7 @@ import structlog
 
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
+from workers.index.generations import IndexGeneration, TablePointer, configured_generation
 from workers.index.table import connect, open_table, removals_schema, row_schema, sql_literal, vector_dim
 from workers.index.versions import ObjectVersion, Tombstone, dead_objects, sweeps
 from workers.runtime.errors import PermanentError
@@ -104,15 +105,26 @@ class SegmentIndex:
 
     Not thread-safe: one instance per writer thread (``IndexBatcher`` owns one). Opens the
     connection lazily, so a worker starts while the store is down and waits on its first write.
+    Writes go to the generation the index's pointer names at that moment
+    (``workers.index.generations``), or to ``generation`` when one is given (a rebuild).
     """
 
-    def __init__(self, settings: IndexSettings, *, table: str | None = None) -> None:
+    def __init__(self, settings: IndexSettings, *, generation: IndexGeneration | None = None) -> None:
         self.settings = settings
-        self.table_name = table or settings.index_table
-        self.removals_name = settings.index_removals_table
+        self._pinned = generation
+        self.generation = generation or configured_generation(settings)
         self._db: Any = None
+        self._pointer: TablePointer | None = None
         self._table: Any = None
         self._removals: Any = None
+
+    @property
+    def table_name(self) -> str:
+        return self.generation.segments
+
+    @property
+    def removals_name(self) -> str:
+        return self.generation.removals
 
     # -- connection -------------------------------------------------------------------
     def db(self) -> Any:
@@ -121,8 +133,22 @@ class SegmentIndex:
             self._db = connect(self.settings, read_consistency_interval=timedelta(0))
         return self._db
 
+    def follow(self) -> IndexGeneration:
+        """Use the generation the pointer names now (unless pinned to one)."""
+        if self._pinned is None:
+            if self._pointer is None:
+                self._pointer = TablePointer(self.db(), self.settings)
+            current = self._pointer.current()
+            if current != self.generation:
+                log.info("index_generation_followed", table=current.segments, before=self.generation.segments)
+                self.generation = current
+                self._table = None
+                self._removals = None
+        return self.generation
+
     def table(self) -> Any | None:
         """The segments table, or None before the first row was written anywhere."""
+        self.follow()
         if self._table is None:
             self._table = open_table(self.db(), self.table_name)
         return self._table
@@ -143,6 +169,7 @@ class SegmentIndex:
     def probe(self) -> None:
         """Reach the store (list its tables) or raise: tells an outage from a bad batch."""
         self._db = None
+        self._pointer = None
         self._table = None
         self._removals = None
         self.db().table_names()
@@ -150,15 +177,6 @@ class SegmentIndex:
     def count_rows(self) -> int:
         table = self.table()
         return 0 if table is None else int(table.count_rows())
-
-    def drop(self) -> None:
-        """Drop the segments and tombstone tables (``capstream reindex --from-scratch``)."""
-        db = self.db()
-        for name in (self.table_name, self.removals_name):
-            if open_table(db, name) is not None:
-                db.drop_table(name)
-        self._table = None
-        self._removals = None
 
     # -- writes -----------------------------------------------------------------------
     def upsert(self, embeddings: Sequence[Embedding]) -> None:
@@ -220,6 +238,7 @@ class SegmentIndex:
         """Apply an ``ObjectRemoved``: record its tombstone, then delete the rows it sweeps.
         Returns the number of rows deleted."""
         tomb = Tombstone(removed.bucket, removed.key, removed.version, removed.object_id)
+        self.follow()
         removals = self._removals_table(create=True)
         assert removals is not None
         row = {**tomb.__dict__, "removed_at": datetime.now(UTC)}
@@ -241,6 +260,18 @@ class SegmentIndex:
             rows=deleted,
         )
         return deleted
+
+    def dead(self, versions: dict[tuple[str, str], set[ObjectVersion]], object_ids: set[str]) -> set[str]:
+        """Of these object versions (per bucket and key) and object ids, those this table's
+        rows and tombstones declare dead: superseded by a newer version or removed."""
+        table = self.table()
+        keys = set(versions)
+        present = self._present(table, keys) if table is not None and keys else {}
+        tombs = self._tombstones(keys, object_ids | {o.object_id for vs in versions.values() for o in vs})
+        dead = {t.object_id for ts in tombs.values() for t in ts if t.object_id}
+        for bk, candidates in versions.items():
+            dead |= dead_objects(candidates | present.get(bk, set()), tombs.get(bk, []))
+        return dead
 
     # -- helpers ----------------------------------------------------------------------
     def _present(self, table: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], set[ObjectVersion]]:

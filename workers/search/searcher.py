@@ -21,6 +21,7 @@ import structlog
 from pydantic import BaseModel
 
 from workers.embed.backend import EmbedBackend, make_embed_backend
+from workers.index.generations import TablePointer
 from workers.index.table import connect, open_table
 from workers.search.query import Mode, SearchHit, SearchQuery, effective_mode, has_text_index, search_table
 from workers.settings import SearchSettings
@@ -167,6 +168,7 @@ class Searcher:
         self._backend_started = False
         self._lock = asyncio.Lock()
         self._db: Any = None
+        self._pointer: TablePointer | None = None
         self._prompt: QueryPrompt | None = None
 
     async def start(self, embed: bool = True) -> None:
@@ -201,7 +203,9 @@ class Searcher:
         """The segments table at its newest version, or None before anything is indexed (sync)."""
         if self._db is None:
             self._db = connect(self.settings)
-        return open_table(self._db, self.settings.index_table)
+        if self._pointer is None:
+            self._pointer = TablePointer(self._db, self.settings)
+        return open_table(self._db, self._pointer.current().segments)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         started = time.perf_counter()
