@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -92,9 +93,14 @@ async def read_to_end(
         await consumer.stop()
 
 
-async def first_record_times(bootstrap: str, topic: str, wait_s: float = 30.0) -> dict[int, int | None]:
-    """Per partition of ``topic``: the timestamp (ms) of its first record still in the log, or
-    None when it holds none. Tells how far back the topic reaches after retention."""
+class PartitionStart(NamedTuple):
+    offset: int  # the log start offset: above 0 once retention (or a delete) removed records
+    timestamp_ms: int | None  # of the record there; None when the partition holds none
+
+
+async def partition_starts(bootstrap: str, topic: str, wait_s: float = 30.0) -> dict[int, PartitionStart]:
+    """Per partition of ``topic``: where its log starts now and when that record was written.
+    Tells how far back the topic reaches after retention."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -104,18 +110,17 @@ async def first_record_times(bootstrap: str, topic: str, wait_s: float = 30.0) -
             return {}
         consumer.assign(tps)
         begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        times: dict[int, int | None] = {tp.partition: None for tp in tps}
+        starts: dict[int, PartitionStart] = {}
         for tp in tps:
+            starts[tp.partition] = PartitionStart(begins[tp], None)
+            if ends[tp] <= begins[tp]:
+                continue
             consumer.seek(tp, begins[tp])
-            if ends[tp] <= begins[tp] and not consumer.highwater(tp):
-                continue  # empty (a stale end offset is caught below: a record comes back)
             fetched = await consumer.getmany(tp, timeout_ms=int(wait_s * 1000), max_records=1)
-            records = fetched.get(tp, [])
-            if records:
-                times[tp.partition] = records[0].timestamp
-            elif ends[tp] > begins[tp]:
+            if not (records := fetched.get(tp, [])):
                 raise TimeoutError(f"{topic}[{tp.partition}] holds records but none came within {wait_s} s")
-        return times
+            starts[tp.partition] = PartitionStart(records[0].offset, records[0].timestamp)
+        return starts
     finally:
         await consumer.stop()
 
@@ -185,6 +190,7 @@ async def _warn_config_drift(admin: AIOKafkaAdminClient, wanted: Mapping[str, Ma
         return
     for topic, want in wanted.items():
         have = actual.get(topic, {})
-        differ = {k: have.get(k) for k, v in want.items() if have.get(k) != v}
+        # An unstated value is the broker's default: wrong only where the topic must never expire.
+        differ = {k: have.get(k) for k, v in want.items() if have.get(k) != v and (k in have or v == "-1")}
         if differ:
             log.error("topic_configs_differ", topic=topic, broker=differ, declared=dict(want))
