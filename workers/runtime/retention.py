@@ -1,19 +1,21 @@
 """How long each kind of topic keeps its records: the promise that Redis and the index are
 rebuildable from the topics holds only while the topics still hold what they are rebuilt from.
 
-Three roles (``workers.stages`` gives every topic one; the deployment files and
+Four roles (``workers.stages`` gives every topic one; the deployment files and
 ``ensure_topics`` read them from there):
 
 - ``RECORD``, kept forever: the objects' events, captions, embeddings and removals.
   ``capstream reindex`` rebuilds the index from embeddings and removals, ``capstream
-  reconcile`` rebuilds Redis from them and from the objects and captions topics, and a
+  reconcile`` rebuilds Redis's markers and result view from captions and embeddings, and a
   re-decode (a new segmentation policy, a new caption model) replays the objects topic, the
-  only list of what was uploaded and removed, in order. Together they are a few kilobytes per
-  media minute (``docs/sizing.md``, measured by ``loadtest/topic_bytes.py``), so keeping them
-  costs little next to the media itself.
-- ``FRAMES``: the segments topic, inline JPEG frames, by far the largest (the same page): kept
-  3 days, long enough to redo captions after an outage or a bad caption deploy. Older
-  captions can only be redone by decoding the media again.
+  only list of what was uploaded and removed, in order. Together ~103 MB per media hour with
+  the production models, nearly all of it embeddings (``docs/sizing.md#broker-disk``,
+  measured by ``loadtest/topic_bytes.py``).
+- ``FRAMES``: the segments topic, inline JPEG frames, the largest (285 MB per media hour, the
+  same page): kept 3 days, long enough to redo captions after an outage or a bad caption
+  deploy. Older captions can only be redone by decoding the media again, and reconcile no
+  longer finds the decoded counts, totals and claims of objects older than that
+  (``docs/guarantees.md``).
 - ``DEAD_LETTERS``: kept 30 days for inspection and ``capstream dlq`` replay.
 - ``FEED``: a source's own event feed (SeaweedFS's filer topic) that the bridge turns into
   records: 7 days, whatever the broker's default is.
