@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def _settings(unique: str) -> BridgeSettings:
     names = ("objects", "segments", "captions", "embeddings", "removals", "filer_events")
-    return BridgeSettings(**{f"topic_{n}": f"ret-{unique}.{n}" for n in names})
+    return BridgeSettings.model_validate({f"topic_{n}": f"ret-{unique}.{n}" for n in names})
 
 
 async def _describe(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
