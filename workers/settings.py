@@ -45,6 +45,9 @@ class CommonSettings(BaseSettings):
     failed_progress_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="progress of failed/skipped objects expires after this; 0 = never"
     )
+    result_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="an object's result view rows expire this long after its last write"
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus /metrics here; unset = off, 0 = any free port"
     )

@@ -11,7 +11,6 @@ twice changes nothing.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import subprocess
@@ -21,48 +20,30 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from PIL import Image
 from redis.asyncio import Redis
 
+from loadtest.reconcile_bench import jpeg, segment
 from schemas.base import Message
 from schemas.captions import Caption
 from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
-from schemas.ids import embedding_id, segment_id
+from schemas.ids import embedding_id
 from schemas.progress import ObjectState
-from schemas.segments import Frame, SegmentBatch
+from schemas.segments import SegmentBatch, SegmentReason
 from workers.localstack import StackEndpoints
 from workers.runtime.kafka import dlq_topic, ensure_topics
 from workers.settings import DecodeSettings
 from workers.stages import REGISTRY
 from workers.state import ClaimOutcome, ClaimStore, ProgressStore, RedisKeys, ResultStore, SequencerOutcome
+from workers.state.results import ResultRow
 from workers.state.sequencers import SequencerStore
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _jpeg() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 30)).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def _segment(object_id: str, index: int, reason: str, key: str) -> SegmentBatch:
-    return SegmentBatch(
-        object_id=object_id,
-        segment_id=segment_id(object_id, index),
-        segment_index=index,
-        source_uri=f"s3://media/{key}",
-        media_kind="video",
-        start_s=index * 2.0,
-        end_s=index * 2.0 + 2.0,
-        reason=reason,  # type: ignore[arg-type]
-        frames=[Frame(index=0, pts_s=index * 2.0, width=16, height=16, jpeg=_jpeg())],
-        bucket="media",
-        key=key,
-        version="s:" + "0" * 28 + "00AB",
-    )
+def _segment(object_id: str, index: int, reason: SegmentReason, key: str) -> SegmentBatch:
+    return segment(object_id, index, reason, key, "0" * 28 + "00AB", jpeg())
 
 
 def _caption(seg: SegmentBatch) -> Caption:
@@ -152,6 +133,10 @@ async def test_reconcile_rebuilds_redis_from_the_topics(stack_env: StackEndpoint
         assert p_done is not None and p_done.state is ObjectState.DONE
         assert (p_done.segments_total, p_done.decoded, p_done.captioned, p_done.embedded) == (2, 2, 2, 2)
         assert [e.segment_index for e in await ResultStore(redis, keys).get(done)] == [0, 1]
+        # The result view holds captions and ids, no vector, and expires.
+        for stored in (await redis.hgetall(keys.results(done))).values():
+            assert b"vector" not in stored and b"a cat" in stored
+        assert 0 < await redis.ttl(keys.results(done)) <= settings.result_ttl_s
 
         p_flight = await progress.get(in_flight)
         assert p_flight is not None and p_flight.state is ObjectState.DECODED
@@ -200,3 +185,90 @@ async def test_reconcile_before_any_topic_exists(stack_env: StackEndpoints, uniq
     }
     counts = await asyncio.to_thread(_reconcile, env)
     assert counts["objects"] == 0 and counts["segments"] == 0 and counts["malformed"] == 0
+
+
+# Fields the two ways of writing differ in by design: times of the writes.
+_TIMES = {"created_at", "updated_at", "finished_at"}
+
+
+async def _dump(redis: Redis, prefix: str) -> dict[str, tuple[str, bool, object]]:
+    """Every key under ``prefix``: (type, has a TTL, value), values normalised where the two
+    writers legitimately differ (claim owners, sequencer zero padding, write times)."""
+    out: dict[str, tuple[str, bool, object]] = {}
+    async for raw in redis.scan_iter(match=f"{prefix}:*"):
+        key = raw.decode()
+        name = key[len(prefix) + 1 :]
+        kind = (await redis.type(key)).decode()
+        value: object
+        if kind == "string":
+            text = (await redis.get(key)).decode()
+            value = "claimed" if name.startswith("claim:") else text.lstrip("0") if name.startswith("seq:") else text
+        elif kind == "hash":
+            fields = {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}
+            value = {
+                k: json.loads(v) if name.startswith("results:") else v for k, v in fields.items() if k not in _TIMES
+            }
+        else:
+            value = sorted(m.decode() for m in await redis.zrange(key, 0, -1))
+        out[name] = (kind, await redis.ttl(key) > 0, value)
+    return out
+
+
+async def test_a_reconciled_redis_equals_the_one_the_workers_built(stack_env: StackEndpoints, unique: str) -> None:
+    """The stages' own writes, in their order, under one prefix; the same history on the
+    topics, reconciled under another: the two Redis states must be the same."""
+    topics = {
+        f"CAPSTREAM_TOPIC_{n}": f"{n.lower()}-{unique}" for n in ("OBJECTS", "SEGMENTS", "CAPTIONS", "EMBEDDINGS")
+    }
+    os.environ.update(topics)
+    settings = DecodeSettings()
+    await ensure_topics(settings, REGISTRY.topics(settings))
+    done, in_flight = str(uuid.uuid4()), str(uuid.uuid4())
+    done_segs = [_segment(done, i, "end" if i == 2 else "cut", "done.mp4") for i in range(3)]
+    flight_segs = [_segment(in_flight, i, "end" if i == 1 else "cut", "flight.mp4") for i in range(2)]
+    late = _letter("caption", in_flight, "timeout", flight_segs[0].segment_id)  # another copy finished it
+    failing = _letter("embed", in_flight, "bad_vector", flight_segs[1].segment_id)
+
+    redis = Redis.from_url(settings.redis_url)
+    wkeys = RedisKeys(f"{settings.key_prefix}w")
+    progress = ProgressStore(redis, wkeys, failed_ttl_s=settings.failed_progress_ttl_s)
+    results = ResultStore(redis, wkeys, settings.result_ttl_s)
+    records: list[tuple[str, Message]] = []
+    try:
+        for oid, segs in ((done, done_segs), (in_flight, flight_segs)):  # the decode stage
+            await SequencerStore(redis, wkeys, settings.claim_ttl_s).advance("media", segs[0].key or "", "00AB")
+            await ClaimStore(redis, wkeys, settings.claim_ttl_s).claim(oid, "objects/0/1")
+            await progress.start(oid, segs[0].source_uri)
+            for seg in segs:
+                await progress.mark("decoded", oid, seg.segment_id)
+            await progress.set_total(oid, len(segs))
+            records += [(settings.topic_segments, s) for s in segs]
+        for seg in [*done_segs, flight_segs[0]]:  # the caption stage
+            await progress.mark("captioned", seg.object_id, seg.segment_id)
+            records.append((settings.topic_captions, _caption(seg)))
+        for seg in done_segs:  # the embed stage: the row, then the marker
+            await results.put(ResultRow.of(_embedding(seg)))
+            await progress.mark("embedded", seg.object_id, seg.segment_id)
+            records.append((settings.topic_embeddings, _embedding(seg)))
+        assert await progress.is_marked("captioned", flight_segs[0].segment_id)  # the caption hook skips `late`
+        await progress.fail(in_flight, f"embed {failing.reason}: {failing.message}")
+        records += [(dlq_topic(settings.topic_segments), late), (dlq_topic(settings.topic_captions), failing)]
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for topic, message in records:
+                await producer.send_and_wait(
+                    topic, message.to_bytes(), key=str(getattr(message, "object_id", "x")).encode()
+                )
+        finally:
+            await producer.stop()
+
+        counts = await asyncio.to_thread(_reconcile, {**os.environ, **topics})
+        assert counts["failed"] == 1 and counts["newly_marked"] == 12  # 5 decoded, 4 captioned, 3 embedded
+
+        built, reconciled = await _dump(redis, wkeys.prefix), await _dump(redis, settings.key_prefix)
+        assert set(built) == set(reconciled)
+        for name, state in built.items():
+            assert reconciled[name] == state, name
+    finally:
+        await redis.aclose()

@@ -13,6 +13,7 @@ from workers.embed.backend import EmbedBackend
 from workers.runtime.stage import ModelStage, RecordContext
 from workers.settings import EmbedSettings
 from workers.state import ProgressStore, RedisKeys, ResultStore
+from workers.state.results import ResultRow
 
 
 class EmbedStage(ModelStage[Caption, EmbedBackend]):
@@ -25,8 +26,8 @@ class EmbedStage(ModelStage[Caption, EmbedBackend]):
         progress = ProgressStore(redis, keys, failed_ttl_s=settings.failed_progress_ttl_s)
         super().__init__(settings.topic_captions, settings.topic_embeddings, progress, backend)
         self.settings = settings
-        self.results = ResultStore(redis, keys)
-        self._embedded: dict[str, Embedding] = {}
+        self.results = ResultStore(redis, keys, settings.result_ttl_s)
+        self._rows: dict[str, ResultRow] = {}  # the result view's row until delivered, no vector
 
     async def run_model(self, item: Caption, ctx: RecordContext, log: FilteringBoundLogger) -> Embedding:
         vector = await self.backend.embed(item.text)
@@ -39,18 +40,18 @@ class EmbedStage(ModelStage[Caption, EmbedBackend]):
             dim=len(vector),
             vector=vector,
         )
-        self._embedded[ctx.owner] = embedding
+        self._rows[ctx.owner] = ResultRow.of(embedding)
         log.info("segment_embedded", dim=embedding.dim)
         return embedding
 
     async def delivered(self, item: Caption, ctx: RecordContext) -> None:
-        embedding = self._embedded.get(ctx.owner)
-        if embedding is not None:
+        row = self._rows.get(ctx.owner)
+        if row is not None:
             # Result row before the counter, so an object is never 'done' with a missing row.
-            await self.results.put(embedding)
+            await self.results.put(row)
         await super().delivered(item, ctx)  # the done marker
-        self._embedded.pop(ctx.owner, None)  # only now: a Redis outage above retries this hook
+        self._rows.pop(ctx.owner, None)  # only now: a Redis outage above retries this hook
 
     async def dead_lettered(self, item: Caption | None, letter: DeadLetter, ctx: RecordContext) -> None:
-        self._embedded.pop(ctx.owner, None)
+        self._rows.pop(ctx.owner, None)
         await super().dead_lettered(item, letter, ctx)

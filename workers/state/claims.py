@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from workers.state.keys import RedisKeys
 
@@ -50,6 +51,10 @@ class ClaimStore:
         reconcile``), so a duplicate event is skipped; False if a claim exists. No record owns
         it, so even the original record, redelivered, is skipped: its work is on the topics."""
         return bool(await self._redis.set(self._keys.claim(object_id), _RESTORED, nx=True, ex=self._ttl_s))
+
+    def queue_restore(self, pipe: Pipeline, object_id: str) -> None:
+        """``restore`` queued on ``pipe`` (one command; its reply is true if it claimed)."""
+        pipe.set(self._keys.claim(object_id), _RESTORED, nx=True, ex=self._ttl_s)
 
     async def release(self, object_id: str) -> bool:
         """Forget the claim so the object version can run again (dead-letter replay)."""

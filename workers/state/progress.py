@@ -12,9 +12,10 @@ operator has had time to look (the dead letters keep the detail). `done` hashes 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from schemas.progress import ObjectProgress, ObjectState
 from workers.runtime.redaction import safe_text
@@ -152,11 +153,13 @@ class ProgressStore:
         self._reset_failure = redis.register_script(_RESET_FAILURE)
         self._fail = redis.register_script(_FAIL)
 
-    async def start(self, object_id: str, source_uri: str) -> None:
+    async def start(self, object_id: str, source_uri: str, pipe: Pipeline | None = None) -> None:
+        """``pipe``: queue the write there (one command) instead of running it (reconcile)."""
         now = datetime.now(UTC)
         await self._start(
             keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
             args=[source_uri, now.isoformat(), object_id, now.timestamp()],
+            client=pipe,
         )
 
     async def is_marked(self, stage: StageCounter, segment_id: str) -> bool:
@@ -164,30 +167,39 @@ class ProgressStore:
 
     async def mark(self, stage: StageCounter, object_id: str, segment_id: str) -> bool:
         """Count a segment as finished by a stage; False if it was already counted."""
-        result = await self._mark(
+        return bool(await self.queue_mark(self._redis, stage, object_id, segment_id))
+
+    async def queue_mark(self, client: Redis | Pipeline, stage: StageCounter, object_id: str, segment_id: str) -> Any:
+        """``mark`` on ``client``: with a pipeline, one queued command whose reply is 1 if newly counted."""
+        return await self._mark(
             keys=[
                 self._keys.done(stage, segment_id),
                 self._keys.progress(object_id),
                 self._keys.progress_channel(),
             ],
             args=[stage, _now(), self._marker_ttl_s, object_id],
+            client=client,
         )
-        return bool(result)
 
-    async def set_total(self, object_id: str, segments_total: int) -> None:
+    async def set_total(self, object_id: str, segments_total: int, pipe: Pipeline | None = None) -> None:
         await self._set_total(
             keys=[self._keys.progress(object_id), self._keys.progress_channel()],
             args=[segments_total, _now(), object_id],
+            client=pipe,
         )
 
     async def fail(self, object_id: str, error: str) -> bool:
         """Mark the object failed; False (and no change) if it is already ``done``."""
+        return bool(await self.queue_fail(self._redis, object_id, error))
+
+    async def queue_fail(self, client: Redis | Pipeline, object_id: str, error: str) -> Any:
+        """``fail`` on ``client``: with a pipeline, one queued command whose reply is 1 if it failed the object."""
         now = datetime.now(UTC)
-        result = await self._fail(
+        return await self._fail(
             keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
             args=[object_id, safe_text(error, _MAX_ERROR_CHARS), now.isoformat(), now.timestamp(), self._failed_ttl_s],
+            client=client,
         )
-        return bool(result)
 
     async def skip(self, object_id: str, source_uri: str, reason: str) -> bool:
         """Show that a filter declined the object; False if a run already owns its progress."""

@@ -9,8 +9,10 @@ so two workers racing on one key cannot both win with different versions.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from workers.state.keys import RedisKeys
 
@@ -40,10 +42,20 @@ class SequencerOutcome(StrEnum):
 
 class SequencerStore:
     def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int) -> None:
+        self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
         self._script = redis.register_script(_ADVANCE)
 
     async def advance(self, bucket: str, key: str, sequencer: str) -> SequencerOutcome:
-        result = await self._script(keys=[self._keys.sequencer(bucket, key)], args=[sequencer, self._ttl_s])
-        return SequencerOutcome(result.decode() if isinstance(result, bytes) else result)
+        return outcome(await self.queue_advance(self._redis, bucket, key, sequencer))
+
+    async def queue_advance(self, client: Redis | Pipeline, bucket: str, key: str, sequencer: str) -> Any:
+        """``advance`` on ``client``: with a pipeline, one queued command (its reply: ``outcome``)."""
+        return await self._script(
+            keys=[self._keys.sequencer(bucket, key)], args=[sequencer, self._ttl_s], client=client
+        )
+
+
+def outcome(reply: bytes | str) -> SequencerOutcome:
+    return SequencerOutcome(reply.decode() if isinstance(reply, bytes) else reply)
