@@ -39,7 +39,12 @@ from typing import Any
 
 from schemas.captions import Caption
 from schemas.ids import object_version_id, segment_id
+
+# lancedb is imported here, on the main thread: imported first from index_state's thread
+# while run_stages imported it on the main thread, one run failed with KeyError: 'lancedb'.
+from workers.index.table import connect, open_table, text_index
 from workers.runtime.logging import configure_logging
+from workers.settings import CommonSettings, IndexSettings, SearchSettings
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "search_corpus.json"
 MODES = ("hybrid", "vector", "text")
@@ -129,7 +134,6 @@ def to_captions(segments: list[dict[str, Any]]) -> tuple[list[Caption], dict[str
 
 async def publish(captions: list[Caption]) -> None:
     from workers.runtime.kafka import ensure_topics, make_producer
-    from workers.settings import CommonSettings
     from workers.stages import REGISTRY
 
     settings = CommonSettings()
@@ -145,9 +149,6 @@ async def publish(captions: list[Caption]) -> None:
 
 def index_state(expected: int) -> tuple[int, int | None]:
     """(rows in the table, rows the full-text index does not cover yet or None without one)."""
-    from workers.index.table import connect, open_table, text_index
-    from workers.settings import IndexSettings
-
     settings = IndexSettings()
     table = open_table(connect(settings), settings.index_table)
     if table is None:
@@ -193,7 +194,6 @@ async def run_queries(corpus: Corpus, corpus_id: dict[str, str]) -> dict[str, li
     """Every query in every mode through ``Searcher.search``; per mode, one score dict per query."""
     from workers.search.query import SearchQuery
     from workers.search.searcher import Searcher
-    from workers.settings import SearchSettings
 
     settings = SearchSettings()
     searcher = Searcher(settings)

@@ -89,14 +89,17 @@ def _reconcile(env: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-async def test_reconcile_rebuilds_redis_from_the_topics(stack_env: StackEndpoints, unique: str) -> None:
+async def test_reconcile_rebuilds_redis_from_the_topics(
+    stack_env: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     topics = {
         "CAPSTREAM_TOPIC_OBJECTS": f"objects-{unique}",
         "CAPSTREAM_TOPIC_SEGMENTS": f"segments-{unique}",
         "CAPSTREAM_TOPIC_CAPTIONS": f"captions-{unique}",
         "CAPSTREAM_TOPIC_EMBEDDINGS": f"embeddings-{unique}",
     }
-    os.environ.update(topics)  # stack_env's monkeypatch restores the environment afterwards
+    for key, value in topics.items():  # monkeypatch: later tests must not see these topics
+        monkeypatch.setenv(key, value)
     settings = DecodeSettings()
     await ensure_topics(settings, REGISTRY.topics(settings))
     done, in_flight, dead, partial = (str(uuid.uuid4()) for _ in range(4))
@@ -214,13 +217,16 @@ async def _dump(redis: Redis, prefix: str) -> dict[str, tuple[str, bool, object]
     return out
 
 
-async def test_a_reconciled_redis_equals_the_one_the_workers_built(stack_env: StackEndpoints, unique: str) -> None:
+async def test_a_reconciled_redis_equals_the_one_the_workers_built(
+    stack_env: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The stages' own writes, in their order, under one prefix; the same history on the
     topics, reconciled under another: the two Redis states must be the same."""
     topics = {
         f"CAPSTREAM_TOPIC_{n}": f"{n.lower()}-{unique}" for n in ("OBJECTS", "SEGMENTS", "CAPTIONS", "EMBEDDINGS")
     }
-    os.environ.update(topics)
+    for key, value in topics.items():
+        monkeypatch.setenv(key, value)
     settings = DecodeSettings()
     await ensure_topics(settings, REGISTRY.topics(settings))
     done, in_flight = str(uuid.uuid4()), str(uuid.uuid4())
