@@ -20,9 +20,8 @@ from redis.asyncio import Redis
 
 from loadtest.chaos.collect import collect
 from schemas.dead_letter import DeadLetter
-from schemas.embeddings import Embedding
-from schemas.ids import embedding_id, segment_id
-from tests.durable_stack import DurableStack
+from schemas.ids import segment_id
+from tests.durable_stack import DurableStack, one_object_embeddings
 from workers.index.reindex import reindex
 from workers.runtime.kafka import ensure_topics
 from workers.settings import DecodeSettings, IndexSettings
@@ -84,25 +83,7 @@ async def test_reindex_reads_every_record(
     durable_stack: DurableStack, durable_env: dict[str, str], first_fetch: asyncio.Event
 ) -> None:
     settings = IndexSettings()
-    object_id = str(uuid.uuid4())
-    dim = FILLER // 20
-    embeddings = [
-        Embedding(
-            object_id=object_id,
-            segment_id=(sid := segment_id(object_id, i)),
-            segment_index=i,
-            source_uri="s3://media/long.mp4",
-            start_s=float(i),
-            end_s=float(i + 1),
-            embedding_id=embedding_id(sid, "e"),
-            caption=f"moment {i}",
-            caption_model="m",
-            model="e",
-            dim=dim,
-            vector=[1.0 / (j + 1 + i) for j in range(dim)],
-        ).to_bytes()
-        for i in range(RECORDS)
-    ]
+    embeddings = [e.to_bytes() for e in one_object_embeddings(RECORDS, "long.mp4", FILLER // 20)]
     await _produce(durable_env, settings.topic_embeddings, embeddings)
     counts = await durable_stack.restart_broker_during(first_fetch, reindex(settings))
     assert (counts.embeddings, counts.written, counts.rows, counts.malformed) == (RECORDS, RECORDS, RECORDS, 0)

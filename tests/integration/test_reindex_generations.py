@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -23,8 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.embeddings import Embedding
-from schemas.ids import embedding_id, segment_id
-from tests.durable_stack import DurableStack
+from tests.durable_stack import DurableStack, one_object_embeddings
 from workers.cli.reindex import EXIT_REFUSED, cmd_reindex
 from workers.index import reindex as reindex_module
 from workers.index.generations import TablePointer
@@ -39,30 +37,6 @@ pytestmark = pytest.mark.integration
 RECORDS = 600  # x ~8 KB of vector: more than one fetch, so the broker restart falls mid-read
 DIM = 1000
 HOUR_AGO_MS = int(time.time() * 1000) - 3_600_000
-
-
-def _embeddings(n: int, key: str) -> list[Embedding]:
-    object_id = str(uuid.uuid4())
-    return [
-        Embedding(
-            object_id=object_id,
-            segment_id=(sid := segment_id(object_id, i)),
-            segment_index=i,
-            source_uri=f"s3://media/{key}",
-            bucket="media",
-            key=key,
-            version="s:" + "0" * 31 + "1",
-            start_s=float(i),
-            end_s=float(i + 1),
-            embedding_id=embedding_id(sid, "e"),
-            caption=f"moment {i} of {key}",
-            caption_model="m",
-            model="e",
-            dim=DIM,
-            vector=[1.0 / (j + 1 + i) for j in range(DIM)],
-        )
-        for i in range(n)
-    ]
 
 
 async def _produce(settings: IndexSettings, embeddings: list[Embedding], timestamp_ms: int | None = None) -> None:
@@ -122,7 +96,8 @@ async def test_a_rebuild_from_topics_that_lost_records_is_refused_and_the_index_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = IndexSettings()
-    early, late = _embeddings(RECORDS // 2, "early.mp4"), _embeddings(RECORDS // 2, "late.mp4")
+    early = one_object_embeddings(RECORDS // 2, "early.mp4", DIM)
+    late = one_object_embeddings(RECORDS // 2, "late.mp4", DIM)
     await _produce(settings, early + late, HOUR_AGO_MS)
     assert (await reindex(settings)).rows == RECORDS  # the index as the workers built it
     before = _segment_ids(settings)
@@ -149,11 +124,11 @@ async def test_a_rebuild_switches_only_with_every_row_and_catches_up_what_came_m
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = IndexSettings()
-    await _produce(settings, _embeddings(RECORDS, "a.mp4"))
+    await _produce(settings, one_object_embeddings(RECORDS, "a.mp4", DIM))
     assert (await reindex(settings)).rows == RECORDS
     # An index worker keeps writing while the rebuild runs: records that reach the topic after
     # the rebuild's read has ended land in the old table, and the catch-up brings them over.
-    meanwhile = _embeddings(5, "meanwhile.mp4")
+    meanwhile = one_object_embeddings(5, "meanwhile.mp4", DIM)
     verify = reindex_module._verify
 
     def verify_then_a_worker_writes(*args: Any) -> int:
