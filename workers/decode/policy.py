@@ -17,6 +17,23 @@ _MIN_SEGMENT_BYTES: Final = 4096  # a 32x32 JPEG at the lowest quality step is ~
 
 
 @dataclass(frozen=True)
+class SpeechPolicy:
+    """How the audio track becomes speech chunks (speech.py): voice-activity detection on
+    16 kHz mono, chunks cut at pauses, each at most `max_chunk_s` and `max_chunk_bytes` of FLAC."""
+
+    vad_threshold: float = 0.5  # silero-vad speech probability of a 32 ms window
+    min_silence_s: float = 0.5  # a pause this long ends a stretch of speech
+    max_chunk_s: float = 30.0  # Whisper's window
+    max_chunk_bytes: int = 900_000  # FLAC bytes per chunk, under the broker's message limit
+
+    def __post_init__(self) -> None:
+        if not (0 < self.vad_threshold < 1 and self.min_silence_s >= 0 and 1 < self.max_chunk_s <= 30):
+            raise ValueError(f"invalid SpeechPolicy ({self!r})")
+        if self.max_chunk_bytes < 64 * 1024:
+            raise ValueError(f"SpeechPolicy.max_chunk_bytes must be >= 64 KiB ({self!r})")
+
+
+@dataclass(frozen=True)
 class SegmentPolicy:
     """How media is cut into segments and how each segment's frames are sampled and encoded.
 
@@ -47,6 +64,7 @@ class SegmentPolicy:
     # Visual tokens a segment's frames may cost Qwen3-VL as one video; 0 = no budget
     # (sampling.py: segment_window_s, frame_pixels).
     visual_token_budget: int = 0
+    speech: SpeechPolicy | None = None  # extract speech chunks from the audio track; None: ignore audio
 
     @property
     def detects_cuts(self) -> bool:

@@ -43,6 +43,7 @@ from workers.decode.errors import MediaError
 from workers.decode.packets import FeedMode, PacketFeed
 from workers.decode.policy import SegmentPolicy
 from workers.decode.sampling import DecodedSegment, sample_segments
+from workers.decode.speech import DecodedSpeech, SpeechExtractor
 from workers.decode.timeline import (
     DecodeStats,
     TimedFrame,
@@ -72,6 +73,39 @@ def _counted(packets: Iterable[Packet], budget: DecodeBudget) -> Iterator[Packet
     for packet in packets:
         budget.add_bytes(packet.size)
         yield packet
+
+
+def _routed(packets: Iterator[Packet], video: VideoStream, speech: SpeechExtractor, expected: int) -> Iterator[Packet]:
+    """The video stream's packets of a two-stream demux; the audio ones go to `speech`.
+
+    When the index tells how many packets the video stream has (`expected`, mp4), an empty
+    packet after the last one flushes the video decoder and the video path ends, so its final
+    segment does not wait for (and chunks do not pile up behind) audio muxed after the video.
+    """
+    seen = 0
+    for packet in packets:
+        if packet.stream_index != video.index:
+            speech.push(packet if packet.size else None)
+            continue
+        yield packet
+        seen += 1 if packet.size else 0
+        if expected and seen >= expected:
+            yield Packet()
+            return
+
+
+def _rest_of_audio(packets: Iterator[Packet], speech: SpeechExtractor) -> Iterator[DecodedSpeech]:
+    """Demux what follows the video's last packet into `speech`, chunks as they come; then
+    the end of the audio. A demux error here ends the audio only: the video is done."""
+    try:
+        for packet in packets:
+            if packet.stream_index == speech.stream_index:
+                speech.push(packet if packet.size else None)
+                yield from speech.take()
+    except av.error.FFmpegError as exc:
+        log.warning("speech_demux_stopped", error=str(exc))
+    speech.push(None)
+    yield from speech.take()
 
 
 # What an image demuxer's one packet (the whole file) holds when it is not one picture: the
@@ -117,8 +151,10 @@ def video_segments(
     *,
     on_info: Callable[[MediaInfo], None] | None,
     image_pages: ImagePages,
-) -> Generator[DecodedSegment, None, None]:
-    """Yield the segments of the opened `video` as each one closes.
+) -> Generator[DecodedSegment | DecodedSpeech, None, None]:
+    """Yield the segments of the opened `video` as each one closes, and with `policy.speech`
+    the speech chunks of its first audio stream (speech.py) between them: all of them before
+    the final segment (reason "end"), which is always the last item.
 
     Raises MediaError for input that can never be decoded, before decoding when the container
     or an image header already shows it (too long, too large), and as soon as decoding
@@ -130,6 +166,7 @@ def video_segments(
     stats = DecodeStats()
     segments = 0
     feed: PacketFeed | None = None
+    speech: SpeechExtractor | None = None
     try:
         info = probe_media(container, stream)
         budget = DecodeBudget(
@@ -139,9 +176,24 @@ def video_segments(
             max_seconds=policy.max_decode_s,
             shown=shown,
         )
-        packets: Iterable[Packet] = _counted(container.demux(stream), budget)
+        is_image = container.format.name.endswith("_pipe") or container.format.name == "gif"
+        if policy.speech is not None and not is_image and container.streams.audio:
+            audio = container.streams.audio[0]
+            speech = SpeechExtractor(
+                audio,
+                policy.speech,
+                origin_s=origin_s(container),
+                max_duration_s=policy.max_duration_s,
+                shown=shown,
+            )
+            demuxed = iter(container.demux(stream, audio))
+            # Only the video's bytes count into its budget: audio decodes no pixels.
+            expected = stream.frames if container.format.name.startswith("mov,") else 0
+            packets: Iterable[Packet] = _counted(_routed(demuxed, stream, speech, expected), budget)
+        else:
+            packets = _counted(container.demux(stream), budget)
         frames: Iterable[TimedFrame] | None = None
-        if container.format.name.endswith("_pipe") or container.format.name == "gif":
+        if is_image:
             # Image demuxers hand the whole file over as one packet (GIF: the header with the
             # first frame): read the size the header declares before any decoder allocates
             # it (probing did not: max_pixels stopped it, so the stream may show 0x0).
@@ -177,9 +229,20 @@ def video_segments(
                 # The decoder drops non-key packets too (some demuxers flag more than IDR frames).
                 stream.codec_context.skip_frame = "NONKEY"
             frames = timed_frames(container, stream, feed, stats)
+        held: DecodedSegment | None = None  # the final segment, while speech may follow
         for segment in sample_segments(frames, policy, info, shown, stats, feed, budget):
+            if speech is not None:
+                yield from speech.take()
+                if segment.reason == "end":
+                    held = segment
+                    continue
             segments += 1
             yield segment
+        if speech is not None:
+            yield from _rest_of_audio(demuxed, speech)
+            if held is not None:
+                segments += 1
+                yield held
     except av.error.InvalidDataError as exc:
         raise MediaError("corrupt_media", f"{shown}: demuxing failed ({exc.strerror})") from exc
     except av.error.ArgumentError as exc:
@@ -192,6 +255,8 @@ def video_segments(
         ) from exc
     finally:
         container.close()
+        if speech is not None:
+            speech.log_summary()
         if stats.decode_errors or stats.dropped:
             log.warning(
                 "media_decode_errors_skipped",
