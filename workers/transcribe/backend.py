@@ -46,4 +46,10 @@ def make_transcribe_backend(
         from workers.transcribe.sphinx import PocketsphinxBackend
 
         return PocketsphinxBackend(settings)
-    raise NotImplementedError("the Whisper backends (vllm, openai) come in workers.transcribe.whisper")
+    if settings.transcribe_backend == "openai":
+        from workers.transcribe.whisper import OpenAIWhisperBackend
+
+        return OpenAIWhisperBackend(settings)
+    from workers.transcribe.whisper import VllmWhisperBackend
+
+    return VllmWhisperBackend(settings, engine_executor, on_step)
