@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from loadtest.media_factory import PHOTO_NAMES, RGB, make_montage_video, photo, resized
+from loadtest.media_factory import PHOTO_NAMES, RGB, Speech, make_montage_video, photo, resized, spoken
 from schemas.ids import segment_id
 from schemas.segments import Frame, SegmentBatch
 from workers.decode.frames import encode_jpeg, target_size
@@ -66,14 +66,41 @@ def freshened(frame: Frame, rng: random.Random) -> Frame:
 
 
 def fresh_montage(
-    path: Path, rng: random.Random, scenes: int, seconds_each: float, fps: int, size: tuple[int, int]
+    path: Path,
+    rng: random.Random,
+    scenes: int,
+    seconds_each: float,
+    fps: int,
+    size: tuple[int, int],
+    speech: Speech | None = None,
 ) -> tuple[list[float], float]:
     """A video of ``scenes`` fresh pictures of different photographs (two crops of one might not
-    read as a cut), each shown ``seconds_each``; returns its cut times and its length in seconds."""
+    read as a cut), each shown ``seconds_each``; returns its cut times and its length in seconds.
+    ``speech``: an audio track with that voice in it (``fresh_speech``)."""
     margin = (int(size[0] * 1.3), int(size[1] * 1.3))  # room for the montage's pan, never scaled up
     pictures = [fresh_picture(rng, margin, name) for name in rng.sample(PICTURES, scenes)]
-    cuts = make_montage_video(path, pictures, seconds_each, fps=fps, size=size)
+    cuts = make_montage_video(path, pictures, seconds_each, fps=fps, size=size, speech=speech)
     return cuts, scenes * max(1, round(seconds_each * fps)) / fps
+
+
+# Words pocketsphinx's wheel model knows and espeak-ng says clearly; a sentence draws one of each.
+_SUBJECTS = ("president", "company", "hospital", "minister", "teacher", "doctor", "council", "museum")
+_VERBS = ("will open", "will visit", "has a problem with", "will speak about", "will close", "bought")
+_OBJECTS = ("the restaurant", "the computer", "the new library", "the station", "the garden", "the market")
+_TIMES = ("tomorrow morning", "in Washington", "next week", "on Monday", "this evening", "in the city")
+
+
+def fresh_sentence(rng: random.Random) -> str:
+    """A short news-like English sentence, one of ~1,700 (plus the voice's own variation)."""
+    return f"The {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TIMES)}"
+
+
+def fresh_speech(rng: random.Random, at_s: float, max_s: float | None = None) -> Speech:
+    """A fresh sentence in a drawn pitch and pace from ``at_s`` on (cut to ``max_s`` of voice): audio
+    no earlier draw has (an encoder cache would make a repeat cheap, as a prefix cache does)."""
+    samples = spoken(fresh_sentence(rng), words_per_minute=rng.randint(140, 180), pitch=rng.randint(30, 70))
+    speech = Speech(samples, 44100, at_s)
+    return speech if max_s is None else Speech(samples[: int(max_s * speech.rate)], speech.rate, at_s)
 
 
 def fresh_segments(seed: int, count: int, frames_per_segment: int) -> list[SegmentBatch]:

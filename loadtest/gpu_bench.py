@@ -1,6 +1,6 @@
 """How many GPUs and decode cores a workload needs: the real models, in-process, on one GPU.
 
-    python -m loadtest.gpu_bench [--segments N] [--texts N] [--media FILE ...] [--json FILE]
+    python -m loadtest.gpu_bench [--segments N] [--texts N] [--chunks N] [--media FILE ...] [--json FILE]
     python -m loadtest.gpu_bench --allow-cpu      # no GPU: the same steps with the tiny CPU models
 
 It decodes the media (the shipped samples unless ``--media`` names yours) with the decode
@@ -9,20 +9,28 @@ decoded ones, each with fresh frames (vLLM's prefix and multimodal caches would 
 frames nearly free); captions them all at once through ``vllm.LLM.chat`` with the messages and
 engine arguments the caption worker uses (``CAPSTREAM_CAPTION_*``, so a deployment's
 ``CAPSTREAM_CAPTION_ENGINE_ARGS`` are measured as deployed); then embeds N synthetic
-caption-length texts the same way (``CAPSTREAM_EMBED_*``). It prints:
+caption-length texts the same way (``CAPSTREAM_EMBED_*``); then transcribes N speech chunks,
+shaped from the ones the decode worker cut from the media's audio, each with its own faint
+noise (fresh audio: an encoder cache would make a repeat cheap), through ``vllm.LLM.generate``
+with the transcribe worker's engine arguments, prompt and token cap (``CAPSTREAM_TRANSCRIBE_*``;
+``loadtest.transcribe_bench`` builds those requests and checks them against the worker's).
+It prints:
 
 - captioned segments/s and video-seconds/s per GPU (divided by the engine's
   ``tensor_parallel_size``);
 - visual tokens per segment (the image/video placeholder tokens of each prompt);
 - embedded texts/s per GPU;
+- transcribed audio-seconds/s per GPU (Whisper; the language is ``CAPSTREAM_TRANSCRIBE_LANGUAGE``,
+  English when unset: one request per chunk, no detection);
 - peak GPU memory (device-wide, from NVML or CUDA) and peak host RSS (the engines' processes);
 - the decode CPU cores that keep one GPU fed: segments/s per GPU x decode CPU-seconds per
   segment of this media.
 
 The engine runs with all requests queued at once: the GPU's capacity, the figure to size on.
-Defaults on a GPU: Qwen/Qwen3-VL-4B-Instruct and Qwen/Qwen3-Embedding-0.6B (``--embed-model
-Qwen/Qwen3-Embedding-8B`` for the large one). Without a CUDA GPU it refuses, unless
-``--allow-cpu``: then the offline profile's tiny random Qwen3-VL and MiniLM run the same steps,
+Defaults on a GPU: Qwen/Qwen3-VL-4B-Instruct, Qwen/Qwen3-Embedding-0.6B (``--embed-model
+Qwen/Qwen3-Embedding-8B`` for the large one) and openai/whisper-large-v3-turbo. Without a CUDA
+GPU it refuses, unless ``--allow-cpu``: then the offline profile's tiny random Qwen3-VL, MiniLM
+and tiny random Whisper run the same steps,
 which tests the bench, not the hardware (its figures size nothing).
 """
 
@@ -43,24 +51,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import psutil
 
 from loadtest.fresh_frames import freshened
+from loadtest.transcribe_bench import Side, bare_prompts, bare_sampling, settings_side, with_noise
 from schemas.segments import Frame, SegmentBatch
 from workers.caption.backend import VllmCaptionBackend
 from workers.caption.prompt import build_caption_messages
 from workers.decode.dispatch import decode_segments
 from workers.decode.policy import SegmentPolicy
+from workers.decode.speech import DecodedSpeech
 from workers.decode.stage import segment_policy
 from workers.embed.backend import VllmEmbedBackend
 from workers.engine_version import VLLM_VERSION, installed_vllm_version
 from workers.runtime.engine_args import engine_kwargs
 from workers.runtime.logging import configure_logging
 from workers.samples import sample_paths
-from workers.settings import CaptionSettings, DecodeSettings, EmbedSettings
+from workers.settings import CaptionSettings, DecodeSettings, EmbedSettings, TranscribeSettings
 
 GPU_CAPTION_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 GPU_EMBED_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+GPU_TRANSCRIBE_MODEL = "openai/whisper-large-v3-turbo"
 # Qwen3-VL's placeholders: one token per visual patch group in the prompt.
 VISUAL_PAD_TOKENS = ("<|image_pad|>", "<|video_pad|>")
 NO_GPU = (
@@ -97,12 +109,18 @@ def video_seconds(segment: SegmentBatch) -> float:
     return 0.0 if segment.media_kind == "image" else max(segment.end_s - segment.start_s, 0.0)
 
 
-def decode_media(paths: Sequence[Path], policy: SegmentPolicy) -> tuple[list[SegmentBatch], DecodeCost]:
+def decode_media(
+    paths: Sequence[Path], policy: SegmentPolicy, speech: list[DecodedSpeech] | None = None
+) -> tuple[list[SegmentBatch], DecodeCost]:
     """Every segment of ``paths`` as the decode worker cuts it, and the CPU that took."""
     segments: list[SegmentBatch] = []
     cpu = _cpu_s()
     for path in paths:
         for seg in decode_segments(str(path), policy):
+            if isinstance(seg, DecodedSpeech):
+                if speech is not None:  # the audio's decode is in the CPU cost; its chunks feed Whisper
+                    speech.append(seg)
+                continue
             kind: Literal["image", "video"] = "image" if seg.end_s == 0.0 and len(seg.frames) == 1 else "video"
             segments.append(
                 SegmentBatch(
@@ -143,6 +161,17 @@ def shape_caption_load(samples: Sequence[SegmentBatch], count: int, first: int =
     return load
 
 
+def shape_transcribe_load(speech: Sequence[DecodedSpeech], count: int, first: int = 0) -> list[np.ndarray]:
+    """Chunks ``first`` .. ``first + count - 1`` of a load cycling through the decoded ``speech``
+    (16 kHz mono float32), each with its own faint noise: the same speech, audio no other has."""
+    from workers.transcribe.backend import decode_speech
+
+    if not speech:
+        raise ValueError("no speech chunks to shape a load from")
+    decoded = [decode_speech(chunk.flac) for chunk in speech]
+    return [with_noise(decoded[i % len(decoded)], seed=i) for i in range(first, first + count)]
+
+
 def synthetic_captions(count: int, words: int = 40) -> list[str]:
     """Caption-length texts (a 4B model's captions run one or two sentences), all different."""
     return [
@@ -174,6 +203,14 @@ class EmbedRun:
 
 
 @dataclass(frozen=True)
+class TranscribeRun:
+    chunks: int
+    audio_s: float
+    wall_s: float
+    completion_tokens: list[int]
+
+
+@dataclass(frozen=True)
 class Report:
     device: str
     vllm: str
@@ -196,6 +233,12 @@ class Report:
     decode_cpu_s_per_segment: float
     decode_video_s_per_cpu_s: float
     decode_cores_per_gpu: float
+    transcribe_model: str | None = None  # None: no speech in the media, nothing transcribed
+    transcribe_gpus: int = 1
+    chunks: int = 0
+    audio_s: float = 0.0
+    audio_s_per_s_per_gpu: float = 0.0
+    transcribe_tokens_per_chunk: float = 0.0
 
 
 def _mean(values: Sequence[int]) -> float:
@@ -214,8 +257,21 @@ def build_report(
     decode: DecodeCost,
     peak_gpu_memory_bytes: int | None,
     peak_host_rss_bytes: int,
+    transcribe: TranscribeRun | None = None,
+    transcribe_model: str | None = None,
+    transcribe_gpus: int = 1,
 ) -> Report:
     segments_per_s = caption.segments / caption.wall_s / gpus
+    speech: dict[str, Any] = {}
+    if transcribe is not None:
+        speech = {
+            "transcribe_model": transcribe_model,
+            "transcribe_gpus": transcribe_gpus,
+            "chunks": transcribe.chunks,
+            "audio_s": round(transcribe.audio_s, 2),
+            "audio_s_per_s_per_gpu": transcribe.audio_s / transcribe.wall_s / transcribe_gpus,
+            "transcribe_tokens_per_chunk": _mean(transcribe.completion_tokens),
+        }
     return Report(
         device=device,
         vllm=installed_vllm_version() or "?",
@@ -239,6 +295,7 @@ def build_report(
         decode_video_s_per_cpu_s=decode.video_s_per_cpu_s,
         # A GPU captions segments_per_s; each took this much decode CPU to cut and encode.
         decode_cores_per_gpu=segments_per_s * decode.cpu_s_per_segment,
+        **speech,
     )
 
 
@@ -260,6 +317,12 @@ def format_report(r: Report) -> str:
             f"  visual tokens per segment: {r.visual_tokens_per_segment:.1f} "
             f"(prompt {r.prompt_tokens_per_segment:.1f}, completion {r.completion_tokens_per_segment:.1f})",
             f"  embedded texts/s {per}: {r.texts_per_s_per_gpu:.1f} (dim {r.embed_dim})",
+            (
+                f"  transcribed audio-seconds/s {per}: {r.audio_s_per_s_per_gpu:.1f} ({r.transcribe_model}; "
+                f"{r.chunks} speech chunks, {r.audio_s:.1f} audio s, {r.transcribe_tokens_per_chunk:.1f} tokens each)"
+                if r.transcribe_model is not None
+                else "  transcribed audio-seconds/s: not measured (no speech in the media)"
+            ),
             f"  peak GPU memory: {_gib(r.peak_gpu_memory_bytes)}   peak host RSS: {_gib(r.peak_host_rss_bytes)}",
             f"  decode: {r.decode_cpu_s_per_segment * 1000:.1f} CPU-ms per segment "
             f"({r.decode_video_s_per_cpu_s:.1f} video s per CPU-s) -> "
@@ -370,6 +433,44 @@ def embed_engine_kwargs(settings: EmbedSettings) -> dict[str, Any]:
     return engine_kwargs(settings.embed_engine_args, defaults)
 
 
+def transcribe_engine_kwargs(settings: TranscribeSettings) -> dict[str, Any]:
+    """What the transcribe worker's in-process Whisper engine is built with."""
+    from workers.transcribe.whisper import VllmWhisperBackend
+
+    with ThreadPoolExecutor(1) as executor:
+        defaults = VllmWhisperBackend(settings, executor).engine_defaults()
+    return engine_kwargs(settings.transcribe_engine_args, defaults)
+
+
+def transcribe_side(settings: TranscribeSettings) -> Side:
+    """The requests the worker sends its engine: its language (English when none is set), the
+    verbose_json decoder prompt, greedy, its token cap."""
+    return settings_side(settings, settings.transcribe_language or "en")
+
+
+def run_transcribe(
+    settings: TranscribeSettings, load: Sequence[np.ndarray], warmup: Sequence[np.ndarray]
+) -> TranscribeRun:
+    from schemas.speech import SPEECH_SAMPLE_RATE
+
+    side = transcribe_side(settings)
+    llm = _llm(settings.transcribe_model, transcribe_engine_kwargs(settings))
+    try:
+        sampling = bare_sampling(llm, side)
+        llm.generate(bare_prompts(side, warmup), sampling, use_tqdm=False)
+        started = time.perf_counter()
+        outputs = llm.generate(bare_prompts(side, load), sampling, use_tqdm=False)
+        wall = time.perf_counter() - started
+    finally:
+        _release(llm)
+    return TranscribeRun(
+        chunks=len(load),
+        audio_s=sum(a.size for a in load) / SPEECH_SAMPLE_RATE,
+        wall_s=wall,
+        completion_tokens=[len(o.outputs[0].token_ids) for o in outputs],
+    )
+
+
 def run_caption(settings: CaptionSettings, load: Sequence[SegmentBatch], warmup: Sequence[SegmentBatch]) -> CaptionRun:
     from vllm import SamplingParams
 
@@ -418,31 +519,45 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-cpu", action="store_true", help="no GPU: run the steps with the tiny CPU models")
     parser.add_argument("--segments", type=int, help="caption load (default 256 on a GPU, 6 on CPU)")
     parser.add_argument("--texts", type=int, help="embed load (default 4096 on a GPU, 16 on CPU)")
+    parser.add_argument("--chunks", type=int, help="transcribe load in speech chunks (default 256 on a GPU, 8 on CPU)")
     parser.add_argument(
         "--media", type=Path, nargs="+", help="media to decode and shape the load from (default: samples)"
     )
     parser.add_argument("--caption-model", help=f"default {GPU_CAPTION_MODEL} on a GPU")
     parser.add_argument("--embed-model", help=f"default {GPU_EMBED_MODEL} on a GPU (or Qwen/Qwen3-Embedding-8B)")
+    parser.add_argument("--transcribe-model", help=f"default {GPU_TRANSCRIBE_MODEL} on a GPU")
     parser.add_argument("--json", type=Path, help="also write the report here")
     return parser.parse_args(argv)
 
 
-def _gpu_settings(args: argparse.Namespace) -> tuple[CaptionSettings, EmbedSettings]:
+def _gpu_settings(args: argparse.Namespace) -> tuple[CaptionSettings, EmbedSettings, TranscribeSettings]:
     caption = CaptionSettings(
         caption_model=args.caption_model or os.environ.get("CAPSTREAM_CAPTION_MODEL", GPU_CAPTION_MODEL)
     )
     embed = EmbedSettings(embed_model=args.embed_model or os.environ.get("CAPSTREAM_EMBED_MODEL", GPU_EMBED_MODEL))
-    return caption, embed
+    transcribe = TranscribeSettings(
+        transcribe_backend="vllm",
+        transcribe_model=args.transcribe_model or os.environ.get("CAPSTREAM_TRANSCRIBE_MODEL", GPU_TRANSCRIBE_MODEL),
+    )
+    return caption, embed, transcribe
 
 
-def _cpu_settings(args: argparse.Namespace) -> tuple[CaptionSettings, EmbedSettings]:
-    from workers.offline_profile import offline_env
+def _cpu_settings(args: argparse.Namespace) -> tuple[CaptionSettings, EmbedSettings, TranscribeSettings]:
+    from workers.offline_profile import offline_env, offline_whisper_env
 
     for key, value in offline_env().items():
         os.environ.setdefault(key, value)
     overrides_c = {"caption_model": args.caption_model} if args.caption_model else {}
     overrides_e = {"embed_model": args.embed_model} if args.embed_model else {}
-    return CaptionSettings(**overrides_c), EmbedSettings(**overrides_e)
+    # The offline profile transcribes with pocketsphinx; Whisper's figure needs the tiny Whisper.
+    whisper = {
+        k.removeprefix("CAPSTREAM_").lower(): v
+        for k, v in offline_whisper_env().items()
+        if k.startswith("CAPSTREAM_TRANSCRIBE_")
+    }
+    if args.transcribe_model:
+        whisper["transcribe_model"] = args.transcribe_model
+    return CaptionSettings(**overrides_c), EmbedSettings(**overrides_e), TranscribeSettings.model_validate(whisper)
 
 
 def _device_name(gpu: bool) -> str:
@@ -461,19 +576,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging("WARNING", "console")  # logs to stderr: stdout is the report
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs to stdout: keep it short
-    caption_settings, embed_settings = _gpu_settings(args) if gpu else _cpu_settings(args)
+    caption_settings, embed_settings, transcribe_settings = _gpu_settings(args) if gpu else _cpu_settings(args)
     segments_n = args.segments or (256 if gpu else 6)
     texts_n = args.texts or (4096 if gpu else 16)
+    chunks_n = args.chunks or (256 if gpu else 8)
     media = list(args.media or sample_paths())
 
-    samples, decode = decode_media(media, segment_policy(DecodeSettings()))
+    speech: list[DecodedSpeech] = []
+    samples, decode = decode_media(media, segment_policy(DecodeSettings()), speech)
     load = shape_caption_load(samples, segments_n)
     warmup = shape_caption_load(samples, 2, first=segments_n)  # frames of their own: no cache hits later
     texts = synthetic_captions(texts_n)
     gpus = int(caption_engine_kwargs(caption_settings).get("tensor_parallel_size", 1))
+    transcribe: TranscribeRun | None = None
     with PeakSampler(gpu) as peaks:
         caption = run_caption(caption_settings, load, warmup)
         embed = run_embed(embed_settings, texts)
+        if speech:  # the warm-up's audio has noise of its own: no cache hit later
+            audio = shape_transcribe_load(speech, chunks_n + 2)
+            transcribe = run_transcribe(transcribe_settings, audio[2:], audio[:2])
     report = build_report(
         device=_device_name(gpu),
         gpus=gpus,
@@ -485,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         decode=decode,
         peak_gpu_memory_bytes=peaks.peak_gpu,
         peak_host_rss_bytes=peaks.peak_rss,
+        transcribe=transcribe,
+        transcribe_model=transcribe_settings.serving.served_name,
+        transcribe_gpus=int(transcribe_engine_kwargs(transcribe_settings).get("tensor_parallel_size", 1)),
     )
     sys.stdout.write(format_report(report) + "\n")
     if args.json:

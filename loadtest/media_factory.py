@@ -1,17 +1,23 @@
-"""Small, real media built on the fly: photo montages, clips, stills, broken and audio-only files.
+"""Small, real media built on the fly: photo montages (silent or spoken), clips, stills, broken
+and audio-only files.
 
 The benchmarks and the tests both feed the pipeline this media, so it lives with the
 benchmarks: they run on the main dependencies alone (the tests may import loadtest, loadtest
 never imports the tests). The photographs are scikit-image's sample pictures (public domain or
 CC0, see ``skimage.data``), kept as JPEGs in ``data/photos`` (long side at most 640 px);
-video is encoded with PyAV (libx264 when the wheel has it, else mpeg4).
+video is encoded with PyAV (libx264 when the wheel has it, else mpeg4). Speech is Debian's
+``espeak-ng`` (a child process) saying a sentence (``spoken``), muxed as AAC under a montage
+(``make_montage_video(..., speech=...)``); ``tests/speech_media.py`` has the tests' richer set.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
+from io import BytesIO
 from pathlib import Path
 
 import av
@@ -22,6 +28,12 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 RGB = npt.NDArray[np.uint8]
+Samples = npt.NDArray[np.float32]
+
+ESPEAK = "espeak-ng"
+ESPEAK_RATE = 22050  # espeak-ng writes 22.05 kHz mono s16
+AUDIO_RATE = 44100  # the montage's AAC track
+_VOICE_FLOOR = 1e-3  # |sample| above this counts as voice when trimming espeak's own silence
 
 PHOTOS_DIR = Path(__file__).parent / "data" / "photos"
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "coins", "camera", "hubble_deep_field", "page")
@@ -55,6 +67,71 @@ def _pan(canvas: RGB, size: tuple[int, int], progress: float) -> RGB:
     return canvas[y : y + height, x : x + width]
 
 
+@dataclass(frozen=True)
+class Speech:
+    """Voice for a montage's audio track: ``samples`` (mono float32 at ``rate``) from ``at_s`` on."""
+
+    samples: Samples
+    rate: int
+    at_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / self.rate
+
+
+def spoken(sentence: str, *, words_per_minute: int = 160, pitch: int = 50, rate: int = AUDIO_RATE) -> Samples:
+    """``sentence`` said by espeak-ng (``pitch`` 0-99), float32 mono at ``rate``, its leading and
+    trailing silence trimmed (so where the voice is, is known)."""
+    wav = subprocess.run(
+        [ESPEAK, "--stdout", "-s", str(words_per_minute), "-p", str(pitch), sentence],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    with av.open(BytesIO(wav), mode="r") as container:
+        said = np.concatenate([f.to_ndarray().astype(np.float32).reshape(-1) for f in container.decode(audio=0)])
+    said /= 32768.0
+    voiced = np.flatnonzero(np.abs(said) > _VOICE_FLOOR)
+    said = said[voiced[0] : voiced[-1] + 1] if voiced.size else said
+    return said if rate == ESPEAK_RATE else resampled(said, ESPEAK_RATE, rate)
+
+
+def resampled(samples: Samples, rate_in: int, rate_out: int) -> Samples:
+    """Linear interpolation: enough for synthetic speech (the pipeline resamples with FFmpeg)."""
+    positions = np.arange(int(samples.size * rate_out / rate_in), dtype=np.float64) * rate_in / rate_out
+    return np.interp(positions, np.arange(samples.size), samples).astype(np.float32)
+
+
+def _audio_stream(container: av.container.OutputContainer, speech: Speech) -> AudioStream:
+    """The AAC stream for ``speech``: added before anything is muxed (the header lists it)."""
+    stream = container.add_stream("aac", rate=speech.rate)
+    assert isinstance(stream, AudioStream)
+    stream.layout = "mono"
+    return stream
+
+
+def _mux_speech(
+    container: av.container.OutputContainer, stream: AudioStream, speech: Speech, duration_s: float
+) -> None:
+    """An AAC track of ``duration_s``: silence, ``speech`` from its ``at_s``, silence (cut at the end)."""
+    total = int(duration_s * speech.rate)
+    track = np.zeros(total, dtype=np.float32)
+    at = min(int(speech.at_s * speech.rate), total)
+    voice = speech.samples[: total - at]
+    track[at : at + voice.size] = voice
+    accepted = stream.codec_context.codec.audio_formats or []
+    resampler = av.AudioResampler(format=accepted[0].name if accepted else "fltp", layout="mono", rate=speech.rate)
+    for start in range(0, total, 4096):
+        frame = av.AudioFrame.from_ndarray(track[None, start : start + 4096], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = speech.rate, start
+        for converted in resampler.resample(frame):
+            container.mux(stream.encode(converted))
+    for converted in resampler.resample(None):
+        container.mux(stream.encode(converted))
+    container.mux(stream.encode(None))
+
+
 def make_montage_video(
     path: str | Path,
     images: Sequence[RGB],
@@ -71,6 +148,7 @@ def make_montage_video(
     frame_durations: Sequence[int] | None = None,
     first_pts: int = 0,
     container_options: dict[str, str] | None = None,
+    speech: Speech | None = None,
 ) -> list[float]:
     """Encode the images back to back, each shown `seconds_each` (slowly panning); return the cut times.
 
@@ -80,6 +158,7 @@ def make_montage_video(
     fixes the keyframe interval in frames. `frame_durations` (in 1/(fps*10) s ticks, cycled)
     makes the frame rate variable; `first_pts` (same ticks) shifts every timestamp (muxers
     shift negative ones back unless `container_options` has ``avoid_negative_ts=disabled``).
+    `speech` adds an AAC track as long as the video with that voice in it.
     """
     width, height = size
     ticks = 10 if frame_durations else 1  # finer time base so durations can vary
@@ -101,6 +180,7 @@ def make_montage_video(
         stream.options = encoder_options | (options or {})
         if rotation:
             stream.set_display_rotation(rotation)
+        sound = _audio_stream(container, speech) if speech is not None else None
         per_image = max(1, round(seconds_each * fps))
         durations = list(frame_durations or [ticks])
         pts = first_pts
@@ -116,6 +196,8 @@ def make_montage_video(
                 pts += durations[index % len(durations)]
                 index += 1
         container.mux(stream.encode(None))
+        if sound is not None and speech is not None:
+            _mux_speech(container, sound, speech, (pts - first_pts) / (fps * ticks))
     return cuts
 
 

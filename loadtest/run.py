@@ -1,18 +1,20 @@
 """Load test: the pipeline under a stream of fresh media, one process per worker, with a report.
 
-    python -m loadtest.run --objects N [--rate R] [--workers decode=2,caption=1,embed=1,index=1]
+    python -m loadtest.run --objects N [--rate R] [--workers decode=2,caption=1,transcribe=1,embed=1,index=1]
                            [--report DIR] [--seed S] [--timeout S] [--keep]
 
 Starts a private local stack, one ``capstream worker <stage> --offline`` process per worker
 (the ``s3-events`` bridge included: uploads reach the pipeline as filer events, as any S3
 client's would), waits until every worker has its model loaded and its partitions, then
-uploads N objects (videos and stills, each with fresh pixels) at R objects/s and waits until
-every segment is a row of the search index. Meanwhile it scrapes every worker's ``/metrics``
-and samples every process's CPU and RSS each second. Then it stops the workers with SIGTERM
-and writes ``report.md``, ``report.json`` and PNG plots into DIR (see ``loadrun.report``).
+uploads N objects (videos, some spoken, and stills, each with fresh pixels and fresh speech)
+at R objects/s and waits until every segment and speech chunk is a row of the search index.
+Meanwhile it scrapes every worker's ``/metrics`` and samples every process's CPU and RSS each
+second. Then it stops the workers with SIGTERM and writes ``report.md``, ``report.json`` and
+PNG plots into DIR (see ``loadrun.report``).
 
 The exit status is 0 when every object became searchable in time and every worker exited
-cleanly; the last line of stdout is ``loadtest: objects=N searchable=N segments=N ...``.
+cleanly; the last line of stdout is ``loadtest: objects=N searchable=N segments=N
+speech_chunks=N ...``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from workers.settings import IndexSettings
 
 log = structlog.get_logger("capstream.loadtest")
 
-DEFAULT_WORKERS = "decode=2,caption=1,embed=1,index=1"
+DEFAULT_WORKERS = "decode=2,caption=1,transcribe=1,embed=1,index=1"
 SETTLE_S = 30.0  # after the last row: time for the loops to commit and report lag 0
 
 
@@ -176,6 +178,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"loadtest: stack data, media and worker logs kept in {data_dir}", file=sys.stderr)
     print(
         f"loadtest: objects={run_fig['objects']} searchable={run_fig['searchable']} segments={run_fig['segments']} "
+        f"speech_chunks={run_fig['speech_chunks']} "
         f"seconds={run_fig['duration_s']:.1f} segments_per_s={run_fig['segments_per_s']:.3f} "
         f"e2e_p50={e2e.get('p50', float('nan')):.2f} e2e_p95={e2e.get('p95', float('nan')):.2f} "
         f"e2e_p99={e2e.get('p99', float('nan')):.2f} clean_exit={clean_exit} ok={passed}"

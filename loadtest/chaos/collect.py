@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from loadtest.chaos.verifier import Observed, SeenSegment
+from loadtest.chaos.verifier import Observed, SeenSegment, segment_topics
 from schemas.dead_letter import DeadLetter
 from workers.index.table import open_table
 from workers.index.writer import SegmentIndex
@@ -34,7 +34,8 @@ log = structlog.get_logger("capstream.chaos")
 
 
 class _Seen(BaseModel):
-    """The fields of a segment batch, caption or embedding that place it (the rest ignored)."""
+    """The fields of a segment batch, speech chunk, caption, transcript or embedding that place it
+    (the rest ignored)."""
 
     model_config = ConfigDict(extra="ignore")
     object_id: str
@@ -64,8 +65,8 @@ def index_rows(settings: IndexSettings) -> list[SeenSegment]:
 async def collect(settings: IndexSettings, object_ids: list[str], env: dict[str, str]) -> Observed:
     bootstrap = settings.kafka_bootstrap
     seen = Observed()
-    for stage, _counter, topic in REGISTRY.progress_topics(settings):
-        seen.outputs[stage] = await _topic(bootstrap, topic)
+    for stage, topic in segment_topics(settings):  # decode's are its segments and its speech chunks
+        seen.outputs.setdefault(stage, []).extend(await _topic(bootstrap, topic))
     letters = await read_topics(bootstrap, REGISTRY.dlq_topics(settings))
     seen.dead_letters = Counter(
         letter.object_id for r in letters if (letter := DeadLetter.model_validate_json(r.value or b"")).object_id

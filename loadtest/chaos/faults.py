@@ -21,8 +21,8 @@
   reconcile).
 - Replays (what at-least-once delivery upstream looks like): for ~10% of the objects already
   ``done``, the run re-publishes the object's event, and every record of it on the segments,
-  captions and embeddings topics. The decode claim and the caption/embed done markers must
-  turn all of them away: no model call, no new output. In the wipe variant the objects are
+  speech, captions, transcripts and embeddings topics. The decode claim and the model stages'
+  done markers must turn all of them away: no model call, no new output. In the wipe variant the objects are
   ones that were done before the wipe: their markers are back only through the reconcile.
   The run replays once more when it is quiet (``replay.quiet_replay``), with the model calls
   counted.
@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 from loadtest.chaos.conduct import AOF_LOSS_S, REDIS_KILL, Kill
 from loadtest.chaos.processes import WorkerProc
 from loadtest.chaos.replay import TERMINAL_OUTCOMES, republish
+from loadtest.chaos.verifier import MODEL_STAGES, loops_of
 from workers.localstack import Service, StackEndpoints, kill_service, start_service
 from workers.settings import S3Settings
 from workers.stages import REGISTRY
@@ -144,7 +145,7 @@ class Chaos:
             for w in self.workers:
                 in_flight[w.stage] += w.in_flight()
             ready = all(w.ready for w in self.workers)
-            busy = in_flight["caption"] + in_flight["embed"] > 0
+            busy = sum(in_flight[stage] for stage in MODEL_STAGES) > 0
             if (ready and busy) or finished.is_set() or time.monotonic() > deadline:
                 if not busy:
                     self.faults.note(self.started, "no segments in flight for the next service fault")
@@ -194,7 +195,11 @@ class Chaos:
     def _finished(self) -> dict[str, int]:
         """Per stage, records finished so far (every incarnation's last scrape)."""
         return self._stage_sums(
-            lambda w: sum(w.total("capstream_records_total", stage=w.stage, outcome=o) for o in TERMINAL_OUTCOMES)
+            lambda w: sum(
+                w.total("capstream_records_total", stage=loop, outcome=o)
+                for loop in loops_of(w.stage)
+                for o in TERMINAL_OUTCOMES
+            )
         )
 
     async def _measure_redis_kill(self) -> Kill:

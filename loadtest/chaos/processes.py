@@ -24,8 +24,14 @@ from pathlib import Path
 from loadtest.loadrun.workers import is_ready
 from loadtest.worker_process import Samples, WorkerProcess
 from workers.runtime.metrics import total
+from workers.stages import REGISTRY
 
 SCRAPE_S = 0.3
+
+
+def stage_in_flight(samples: Samples, stage: str) -> int:
+    """Records in flight in every consumer loop of ``stage`` (embed has two: captions, transcripts)."""
+    return int(sum(total(samples, "capstream_records_in_flight", stage=c.name) for c in REGISTRY[stage].consumers))
 
 
 @dataclass
@@ -104,7 +110,7 @@ class WorkerProc:
         return is_ready(self.current.process)
 
     def in_flight(self) -> int:
-        return int(total(self.current.last, "capstream_records_in_flight", stage=self.stage))
+        return stage_in_flight(self.current.last, self.stage)
 
     def kill9(self, only_in_flight: bool = False) -> PreKill:
         """Scrape, then ``kill -9`` the process group at once. ``only_in_flight``: no kill when
@@ -115,7 +121,7 @@ class WorkerProc:
             inc = self.current
             error = inc.scrape()
             scraped = time.monotonic()
-            in_flight = None if error else int(total(inc.last, "capstream_records_in_flight", stage=self.stage))
+            in_flight = None if error else stage_in_flight(inc.last, self.stage)
             if only_in_flight and not in_flight:
                 return PreKill(in_flight, 0.0, killed=False, error=error)
             if inc.proc.poll() is None:

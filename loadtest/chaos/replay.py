@@ -1,11 +1,12 @@
 """Replays, as at-least-once delivery upstream would send them, and the quiet replay's count.
 
 A replay re-publishes finished objects' events and every record of them on the segments,
-captions and embeddings topics; the decode claim and the caption/embed done markers must turn
-all of them away. While kills land, a replayed record's model call cannot be told apart from
-the kills' redone work in the metrics (counters have no per-record label), so the run replays
-once more at the end, with every consumer at lag 0 and no fault left: the caption and embed
-model-call counters, summed over every worker, must not move while the replayed records are
+speech, captions, transcripts and embeddings topics (``verifier.segment_topics``); the decode
+claim and the model stages' done markers must turn all of them away. While kills land, a
+replayed record's model call cannot be told apart from the kills' redone work in the metrics
+(counters have no per-record label), so the run replays once more at the end, with every
+consumer at lag 0 and no fault left: the model stages' model-call counters (caption,
+transcribe, embed), summed over every worker, must not move while the replayed records are
 taken and finished. Skipped-duplicate counters going up alone would not show that.
 """
 
@@ -21,11 +22,11 @@ from pydantic import BaseModel, ConfigDict
 
 from loadtest.chaos.conduct import RunFacts
 from loadtest.chaos.processes import WorkerProc
+from loadtest.chaos.verifier import MODEL_STAGES, loops_of, segment_topics
 from workers.runtime.kafka import read_topics
 from workers.settings import CommonSettings
 from workers.stages import REGISTRY
 
-MODEL_STAGES = ("caption", "embed")
 # A record's way out of a stage that ends it (``retried`` does not).
 TERMINAL_OUTCOMES = ("done", "duplicate", "stale", "filtered", "dead_lettered")
 CONSUMED_WAIT_S = 180.0
@@ -55,7 +56,7 @@ async def republish(
             key, value = event_of(oid)
             await producer.send_and_wait(settings.topic_objects, value, key=key)
             published[settings.topic_objects] += 1
-        for stage, _counter, topic in REGISTRY.progress_topics(settings):  # decode's, caption's, embed's outputs
+        for stage, topic in segment_topics(settings):  # segments, speech, captions, transcripts, embeddings
             counter = injected.setdefault(stage, Counter())
             sent: set[str] = set()  # one copy per segment, however many the topic holds
             for record in await read_topics(settings.kafka_bootstrap, [topic]):
@@ -77,7 +78,10 @@ def _finished(workers: list[WorkerProc], stage: str) -> int:
 
 
 def _model_calls(workers: list[WorkerProc]) -> dict[str, int]:
-    return {s: int(sum(w.total("capstream_model_requests_total", stage=s) for w in workers)) for s in MODEL_STAGES}
+    return {
+        s: int(sum(w.total("capstream_model_requests_total", stage=loop) for w in workers for loop in loops_of(s)))
+        for s in MODEL_STAGES
+    }
 
 
 def _consumers(settings: CommonSettings, published: dict[str, int]) -> dict[str, int]:

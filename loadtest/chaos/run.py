@@ -1,7 +1,8 @@
 """One chaos run: a private durable stack, one process per worker, objects submitted at a steady
 rate while ``faults.Chaos`` kills and restarts things, then the verdict.
 
-Order: start the stack and the workers (decode x2, caption, embed, index), wait until every
+Order: start the stack and the workers (decode x2, one of every other stage the registry says
+every deployment runs: caption, transcribe, embed, index), wait until every
 worker has its engine loaded, submit the objects at ``--rate`` (so work stays in flight for
 the kills), wait until every object is ``done`` or ``failed`` and the fault schedule is
 through, let every consumer reach lag 0 with nothing in flight (so replayed records have been
@@ -33,7 +34,7 @@ from loadtest.chaos.conduct import RunFacts
 from loadtest.chaos.faults import Chaos
 from loadtest.chaos.processes import Scraper, WorkerProc
 from loadtest.chaos.replay import quiet_replay
-from loadtest.chaos.verifier import TruthObject, Verdict, verify
+from loadtest.chaos.verifier import MODEL_STAGES, TruthObject, Verdict, loops_of, verify
 from loadtest.chaos.workload import MediaFile, make_media
 from loadtest.loadrun.workers import wait_ready
 from workers.cli.submit import Submitted, submit
@@ -46,7 +47,7 @@ from workers.state import ProgressStore, RedisKeys
 log = structlog.get_logger("capstream.chaos")
 
 STAGES = tuple(REGISTRY.required_names())  # the bridge is not in the chaos run: it submits events
-PLAN = (("decode", 0), ("decode", 1), ("caption", 0), ("embed", 0), ("index", 0))
+PLAN = tuple((stage, n) for stage in STAGES for n in range(2 if stage == "decode" else 1))
 SETTLE_S = 90.0
 FINISHED_STATES = ("done", "failed")
 
@@ -93,8 +94,9 @@ async def settle(workers: list[WorkerProc]) -> bool:
 
 
 def stage_total(workers: list[WorkerProc], name: str, stage: str, **labels: str) -> int:
-    """A counter of one stage, summed over every incarnation of every worker (last scrapes)."""
-    return int(sum(w.total(name, stage=stage, **labels) for w in workers))
+    """A counter of one stage (all its consumer loops), summed over every incarnation of every
+    worker (last scrapes)."""
+    return int(sum(w.total(name, stage=loop, **labels) for w in workers for loop in loops_of(stage)))
 
 
 def _event(settings: IndexSettings, sub: Submitted) -> tuple[bytes, bytes]:
@@ -152,14 +154,14 @@ async def run(args: Any) -> int:
         scraper.stop()
         facts.exit_codes = await asyncio.to_thread(stop_all, workers)
         truth = [
-            TruthObject(f.path.name, submitted[f.path.name].object_id, f.poison, f.segments, f.tolerance_s)
+            TruthObject(f.path.name, submitted[f.path.name].object_id, f.poison, f.segments, f.tolerance_s, f.speech)
             for f in files
             if f.path.name in submitted
         ]
         seen = await collect(settings, [t.object_id for t in truth], env)
         seen.kills = chaos.faults.kills
         seen.injected = chaos.faults.injected
-        seen.model_calls = {s: stage_total(workers, "capstream_model_requests_total", s) for s in ("caption", "embed")}
+        seen.model_calls = {s: stage_total(workers, "capstream_model_requests_total", s) for s in MODEL_STAGES}
         seen.run = facts
         verdict = verify(truth, seen)
         report(verdict, chaos, workers, facts, in_time, started)
@@ -238,7 +240,7 @@ def report(
         f"model_calls={facts.replay_model_calls} unscraped={list(facts.replay_unscraped)}"
     )
     print(
-        f"chaos: objects={v.objects} segments={v.segments} kills={f.worker_kills} inflight_kills={f.inflight_kills} "
-        f"restarts={f.restarts} lost={v.lost} duplicate_outputs={v.duplicate_outputs} redone_work={v.redone_work} "
-        f"boundary_errors={v.boundary_errors}"
+        f"chaos: objects={v.objects} segments={v.segments} speech_chunks={v.speech_chunks} kills={f.worker_kills} "
+        f"inflight_kills={f.inflight_kills} restarts={f.restarts} lost={v.lost} "
+        f"duplicate_outputs={v.duplicate_outputs} redone_work={v.redone_work} boundary_errors={v.boundary_errors}"
     )

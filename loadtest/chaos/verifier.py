@@ -8,7 +8,9 @@ boundary) into otherwise clean data and checks the verdict fails.
 What counts, and the bound each figure must stay under:
 
 - ``lost``: a segment of a good object with no embedding record, no index row or no row in
-  the result view (``capstream results``); a good object not ``done``, a poison object not
+  the result view (``capstream results``); a speech chunk of a good object with no transcript,
+  no embedding, no index row or no result row; a voice the truth put in an object that no
+  speech chunk covers, a chunk number skipped; a good object not ``done``, a poison object not
   ``failed`` or without its dead letter, count one each. Bound: 0.
 - ``duplicate_outputs``: records beyond one per segment on a stage's output topic (the copies
   the run re-published itself are subtracted), index rows beyond one per segment, dead letters
@@ -18,12 +20,19 @@ What counts, and the bound each figure must stay under:
   and the broker kill for every stage). Decode re-cuts a whole object, so its bound is in
   objects: objects with a duplicated segment or dead letter <= decode's in-flight sum. Index
   rows are upserts on ``segment_id``: bound 0.
-- ``redone_work``: per model stage, model calls beyond one per segment that reached the stage;
+- ``redone_work``: per model stage (caption, transcribe, embed: every stage served by a model,
+  read from the registry), model calls beyond one per segment or chunk that reached the stage;
   calls are the larger of the metrics' count (per process, last scrape) and the output records
   per segment (a call that ended in a record is a call; an unscraped one is not lost from the
   count that way). Same bound as duplicates: a redone call needs a record that was in flight.
 - ``boundary_errors``: per good object, each segment whose start or end is off the truth by
-  more than ``tolerance_s`` (half a frame), plus every segment too many or too few.
+  more than ``tolerance_s`` (half a frame), plus every segment too many or too few; each voice
+  whose chunk starts or ends more than ``speech_tolerance_s`` inside it (the detector pads a
+  chunk, so the chunk may reach further out, never in), and each chunk that covers no voice.
+
+Speech chunks and their transcripts and embeddings are told from visual segments by their ids
+(``schemas.ids.speech_segment_id``): decode's outputs are its segments and its chunks, embed's
+are both kinds' embeddings, and the index holds rows of both.
 
 A Redis ``kill -9`` also allows a repeat for each record finished in its last second (lost
 markers, ``conduct.AOF_LOSS_S``). Whether the run itself can be trusted (settled, clean exits,
@@ -38,12 +47,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from loadtest.chaos.conduct import Kill, RunFacts, kill_bounds, run_problems
-from schemas.ids import segment_id
-from workers.stages import REGISTRY
+from schemas.ids import segment_id, speech_segment_id
+from workers.settings import CommonSettings, ModelStageSettings
+from workers.stages import REGISTRY, StageRegistry
 
-MODEL_STAGES = ("caption", "embed")
-# The stages that write one record per segment to a topic (index writes table rows instead).
+
+def model_stages(registry: StageRegistry = REGISTRY) -> tuple[str, ...]:
+    """The stages served by a model (their settings are a ``ModelStageSettings``)."""
+    return tuple(s.name for s in registry if issubclass(s.settings, ModelStageSettings))
+
+
+def loops_of(stage: str, registry: StageRegistry = REGISTRY) -> tuple[str, ...]:
+    """The consumer loops of a stage: the ``stage`` label of their metrics (embed has two)."""
+    return tuple(c.name for c in registry[stage].consumers)
+
+
+MODEL_STAGES = model_stages()
+# The stages that write one record per segment (or speech chunk) to a topic (index writes rows).
 TOPIC_STAGES = tuple(REGISTRY.progress_stages())
+
+
+def segment_topics(settings: CommonSettings, registry: StageRegistry = REGISTRY) -> list[tuple[str, str]]:
+    """(stage, topic) of every topic holding one record per segment or speech chunk: each
+    stage's progress topic and every other output a model stage consumes (decode's speech
+    chunks), with the stage that writes it."""
+    model_inputs = {c.topic_field for s in registry if s.name in model_stages(registry) for c in s.consumers}
+    return [
+        (spec.name, getattr(settings, name))
+        for spec in registry
+        if spec.progress is not None
+        for i, name in enumerate(spec.output_fields)
+        if i == 0 or name in model_inputs
+    ]
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,8 @@ class TruthObject:
     poison: bool
     segments: tuple[Span, ...] = ()
     tolerance_s: float = 0.05
+    speech: tuple[Span, ...] = ()  # where a voice speaks (each should be one speech chunk's)
+    speech_tolerance_s: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -72,6 +109,11 @@ class SeenSegment:
     segment_index: int
     start_s: float
     end_s: float
+
+    @property
+    def is_speech(self) -> bool:
+        """A speech chunk's record (chunk, transcript, its embedding or index row), by its id."""
+        return self.segment_id == speech_segment_id(self.object_id, self.segment_index)
 
 
 @dataclass
@@ -91,6 +133,7 @@ class Observed:
 class Verdict:
     objects: int = 0
     segments: int = 0
+    speech_chunks: int = 0
     lost: int = 0
     duplicate_outputs: int = 0
     redone_work: int = 0
@@ -146,6 +189,7 @@ def verify(truth: list[TruthObject], seen: Observed) -> Verdict:
             _check_poison(v, obj, seen)
         else:
             _check_good(v, obj, seen, by_stage, rows)
+            _check_speech(v, obj, seen, by_stage, rows)
     return v
 
 
@@ -213,23 +257,20 @@ def _check_good(
     for index in range(len(obj.segments)):
         sid = segment_id(obj.object_id, index)
         v.segments += 1
-        missing = [
-            what
-            for what, present in (
-                ("embedding", sid in by_stage["embed"]),
-                ("index row", sid in rows),
-                ("result", sid in in_results),
-            )
-            if not present
-        ]
-        if missing:
-            v.lost += 1
-            v.problems.append(f"object {obj.name} segment {index}: no {', no '.join(missing)}")
+        _lost_unless(
+            v,
+            f"object {obj.name} segment {index}",
+            embedding=sid in by_stage["embed"],
+            index_row=sid in rows,
+            result=sid in in_results,
+        )
         copies = by_stage["decode"].get(sid) or by_stage["embed"].get(sid) or rows.get(sid) or []
         decoded += copies[:1]
     # Segments the pipeline cut beyond the truth's count (their ids are not in the loop above).
     beyond = {
-        r.segment_index for r in _records_of(obj.object_id, by_stage, rows) if r.segment_index >= len(obj.segments)
+        r.segment_index
+        for r in _records_of(obj.object_id, by_stage, rows)
+        if r.segment_index >= len(obj.segments) and not r.is_speech
     }
     short = len(obj.segments) - len(decoded)
     if beyond or short:
@@ -246,6 +287,58 @@ def _check_good(
                     f"truth {want.start_s:.3f}-{want.end_s:.3f}s"
                 )
                 break
+
+
+def _lost_unless(v: Verdict, what: str, **present: bool) -> None:
+    """One lost item when any of its records is missing; the problem names them all."""
+    missing = [name.replace("_", " ") for name, found in present.items() if not found]
+    if missing:
+        v.lost += 1
+        v.problems.append(f"{what}: no {', no '.join(missing)}")
+
+
+def _check_speech(
+    v: Verdict,
+    obj: TruthObject,
+    seen: Observed,
+    by_stage: dict[str, dict[str, list[SeenSegment]]],
+    rows: dict[str, list[SeenSegment]],
+) -> None:
+    """Every voice in a chunk, every chunk transcribed, embedded, indexed and in the results once."""
+    chunks = {r.segment_index: r for r in _records_of(obj.object_id, {"decode": by_stage["decode"]}, {}) if r.is_speech}
+    in_results = set(seen.results.get(obj.object_id, []))
+    for index in range(max(chunks, default=-1) + 1):
+        sid = speech_segment_id(obj.object_id, index)
+        v.speech_chunks += 1
+        _lost_unless(
+            v,
+            f"object {obj.name} speech chunk {index}",
+            speech_chunk=index in chunks,
+            transcript=sid in by_stage.get("transcribe", {}),
+            embedding=sid in by_stage["embed"],
+            index_row=sid in rows,
+            result=sid in in_results,
+        )
+    tol = obj.speech_tolerance_s
+    for voice in obj.speech:
+        covering = [c for c in chunks.values() if c.start_s < voice.end_s and c.end_s > voice.start_s]
+        if not covering:
+            v.lost += 1
+            v.problems.append(f"object {obj.name}: voice {voice.start_s:.2f}-{voice.end_s:.2f}s in no speech chunk")
+        elif (
+            min(c.start_s for c in covering) > voice.start_s + tol or max(c.end_s for c in covering) < voice.end_s - tol
+        ):
+            v.boundary_errors += 1
+            v.problems.append(
+                f"object {obj.name}: voice {voice.start_s:.2f}-{voice.end_s:.2f}s, its chunks "
+                f"{min(c.start_s for c in covering):.2f}-{max(c.end_s for c in covering):.2f}s"
+            )
+    for c in chunks.values():
+        if not any(c.start_s < voice.end_s and c.end_s > voice.start_s for voice in obj.speech):
+            v.boundary_errors += 1
+            v.problems.append(
+                f"object {obj.name} speech chunk {c.segment_index}: {c.start_s:.2f}-{c.end_s:.2f}s, no voice"
+            )
 
 
 def _records_of(

@@ -39,6 +39,7 @@ class ObjectRecord:
     state: str | None = None
     segments_total: int | None = None
     indexed_at: list[float] = field(default_factory=list)  # epoch s, one per index row
+    speech_rows: int = 0  # of those, rows of speech chunks (modality "speech")
 
     @property
     def searchable(self) -> bool:
@@ -66,15 +67,16 @@ async def upload_at_rate(
     log.info("uploads_done", objects=len(items), seconds=round(time.monotonic() - t0, 1))
 
 
-def index_rows(index: SegmentIndex) -> dict[str, list[float]]:
-    """object_id -> ``indexed_at`` (epoch s) of each of its rows in the segments table."""
+def index_rows(index: SegmentIndex) -> dict[str, list[tuple[float, bool]]]:
+    """object_id -> (``indexed_at`` in epoch s, a speech row) of each of its rows in the segments table."""
     table = open_table(index.db(), index.table_name)
     if table is None:
         return {}
-    rows: list[dict[str, Any]] = table.search().select(["object_id", "indexed_at"]).limit(1_000_000).to_list()
-    found: dict[str, list[float]] = defaultdict(list)
+    columns = ["object_id", "indexed_at", "modality"]
+    rows: list[dict[str, Any]] = table.search().select(columns).limit(1_000_000).to_list()
+    found: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for row in rows:
-        found[str(row["object_id"])].append(row["indexed_at"].timestamp())
+        found[str(row["object_id"])].append((row["indexed_at"].timestamp(), row["modality"] == "speech"))
     return found
 
 
@@ -113,7 +115,9 @@ async def wait_searchable(
                 progress = await store.get(r.object_id)
                 if progress is not None:
                     r.state, r.segments_total = progress.state.value, progress.segments_total
-                r.indexed_at = sorted(rows.get(r.object_id, []))
+                found = rows.get(r.object_id, [])
+                r.indexed_at = sorted(t for t, _ in found)
+                r.speech_rows = sum(speech for _, speech in found)
             if len(records) == n and all(r.finished for r in records):
                 return True
             if time.monotonic() > deadline:

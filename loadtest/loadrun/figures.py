@@ -231,7 +231,9 @@ def compute(
     object_latency = [max(r.indexed_at) - r.uploaded_at for r in searchable if r.indexed_at]
     lag_series = {f"{st}/{group}": counter_series(views, LAG, stage=st, group=group) for st, group in lag_groups(final)}
     segments = sum(r.segments_total or 0 for r in searchable)
+    speech_chunks = sum(r.speech_rows for r in searchable)
     media_s = sum(r.item.media_seconds for r in searchable)
+    speech_s = sum(r.item.speech_seconds for r in searchable)
     return {
         "run": {
             "objects": len(records),
@@ -239,8 +241,11 @@ def compute(
             "images": sum(not r.item.is_video for r in records),
             "searchable": len(searchable),
             "failed": sum(r.state in ("failed", "skipped") for r in records),
-            "segments": segments,
+            "segments": segments,  # visual segments and speech chunks: one index row each
+            "speech_chunks": speech_chunks,
+            "spoken": sum(r.item.speech_seconds > 0 for r in records),
             "media_seconds": media_s,
+            "speech_seconds": speech_s,
             "duration_s": duration,
             "upload_rate_per_s": (len(records) - 1) / (last_upload - first_upload) if len(records) > 1 else 0.0,
             "segments_per_s": segments / duration,

@@ -94,7 +94,9 @@ def _run_lines(fig: dict[str, Any]) -> list[str]:
         "",
         f"- objects: {run['objects']} ({run['videos']} videos, {run['images']} images), "
         f"{run['searchable']} searchable, {run['failed']} failed" + (", **timed out**" if cfg["timed_out"] else ""),
-        f"- segments indexed: {run['segments']}; media seconds: {_n(run['media_seconds'], 1)}",
+        f"- segments indexed: {run['segments']}, {run['speech_chunks']} of them speech chunks "
+        f"({run['spoken']} spoken videos, {_n(run['speech_seconds'], 1)} s of voice); "
+        f"media seconds: {_n(run['media_seconds'], 1)}",
         f"- workers (one process each): {cfg['workers']}; models loaded and partitions assigned "
         f"{_n(cfg['workers_ready_s'], 0)} s after the start",
         f"- upload rate asked {_n(cfg['rate'])}/s, achieved {_n(run['upload_rate_per_s'])}/s; seed {cfg['seed']}",

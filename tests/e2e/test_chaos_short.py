@@ -1,6 +1,7 @@
 """A short chaos run in CI: workers killed with -9 while they hold records, Redis restarted
 with SIGTERM and killed with -9, the broker killed with -9 while segments are in flight,
-finished objects' records replayed; nothing lost, no boundary off, duplicates and redone
+finished objects' records replayed; spoken videos among the objects, their speech chunks
+transcribed and embedded like segments; nothing lost, no boundary off, duplicates and redone
 model calls within what the kills allow, settled, every worker exiting 0, and a replay on a
 quiet pipeline costing zero model calls (the full run is ``python -m loadtest.chaos``)."""
 
@@ -36,12 +37,14 @@ def test_short_chaos_run_loses_nothing_and_redoes_only_killed_work() -> None:
     assert figures["lost"] == 0 and figures["boundary_errors"] == 0
     assert figures["kills"] >= 2 and figures["inflight_kills"] >= 2 and figures["restarts"] == 3
     assert figures["segments"] >= 27  # every good object has at least one segment
+    assert figures["speech_chunks"] >= 8  # every spoken video (every other montage and clip) has a chunk
     # The replayed records were turned away by the claim and the done markers.
     assert re.search(r"replay: \d+ objects' events and [1-9]\d* segment records again", result.stdout)
     caption = next(line for line in result.stdout.splitlines() if line.startswith("stage caption"))
     assert "skipped_duplicates=0" not in caption
     # And the quiet replay at the end, counted from the metrics: not one model call.
     assert re.search(
-        r"quiet replay: records=[1-9]\d* consumed=True model_calls=\{'caption': 0, 'embed': 0\} unscraped=\[\]",
+        r"quiet replay: records=[1-9]\d* consumed=True "
+        r"model_calls=\{'caption': 0, 'transcribe': 0, 'embed': 0\} unscraped=\[\]",
         result.stdout,
     )

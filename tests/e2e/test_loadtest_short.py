@@ -1,5 +1,6 @@
-"""A small load test in CI: four objects through one process per worker, and the report it
-writes checked against what the pipeline did (the full run is ``python -m loadtest.run``).
+"""A small load test in CI: four objects (a spoken video among them) through one process per
+worker, and the report it writes checked against what the pipeline did (the full run is
+``python -m loadtest.run``).
 
 The figures come from the workers' ``/metrics``, so this also tests those metrics by use:
 every stage counts each record it finished once, lag returns to zero, and the event -> indexed
@@ -34,7 +35,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     out = tmp_path_factory.mktemp("loadtest-report")
     result = subprocess.run(
         [sys.executable, "-m", "loadtest.run", "--objects", str(OBJECTS), "--rate", "0"]
-        + ["--workers", "decode=1,caption=1,embed=1,index=1", "--report", str(out), "--timeout", "300"]
+        + ["--workers", "decode=1,caption=1,transcribe=1,embed=1,index=1", "--report", str(out), "--timeout", "300"]
         # Four objects take under 2 s on an idle machine (CI once saw 1.8 s): sweep (and refresh
         # lag) often enough that the run's queueing and the caption process's CPU are seen.
         + ["--sample-interval", "0.2"],
@@ -55,6 +56,7 @@ def test_run_line_says_every_object_became_searchable(report: tuple[Path, dict[s
     assert figures["objects"] == figures["searchable"] == str(OBJECTS)
     assert figures["ok"] == "True" and figures["clean_exit"] == "True"
     assert int(figures["segments"]) == fig["run"]["segments"] >= OBJECTS
+    assert int(figures["speech_chunks"]) == fig["run"]["speech_chunks"] >= 1
 
 
 def test_report_has_every_section_plot_and_key(report: tuple[Path, dict[str, Any], str]) -> None:
@@ -81,25 +83,30 @@ def test_report_has_every_section_plot_and_key(report: tuple[Path, dict[str, Any
 def test_metrics_agree_with_what_was_submitted(report: tuple[Path, dict[str, Any], str]) -> None:
     _, fig, _ = report
     run, thr = fig["run"], fig["throughput"]
-    segments = run["segments"]
-    assert run["videos"] >= 1 and run["images"] >= 1
-    # Each object decoded once; each segment captioned, embedded and indexed once.
+    segments, chunks = run["segments"], run["speech_chunks"]
+    visual = segments - chunks
+    assert run["videos"] >= 1 and run["images"] >= 1 and run["spoken"] >= 1 and run["speech_seconds"] > 0
+    # Each object decoded once; each visual segment captioned and embedded once, each speech
+    # chunk transcribed and embedded once (embed's second loop), every one indexed once.
     assert thr["decode"]["records_done"] == OBJECTS
-    assert [thr[s]["records_done"] for s in ("caption", "embed", "index")] == [segments] * 3
+    assert [thr[s]["records_done"] for s in ("caption", "embed", "index")] == [visual, visual, segments]
+    assert [thr[s]["records_done"] for s in ("transcribe", "embed-speech")] == [chunks, chunks]
     assert thr["s3-events"]["records_done"] >= OBJECTS  # folder and bucket entries are events too
     for stage in PIPELINE:
         assert not fig["dead_letters"][stage], stage
         assert thr[stage]["records_per_s"] > 0
     assert thr["decode"]["video_seconds"] == pytest.approx(run["media_seconds"], abs=0.5 * run["videos"])
-    assert fig["stage_latency"]["caption"]["count"] == segments
+    assert fig["stage_latency"]["caption"]["count"] == visual
+    assert fig["stage_latency"]["transcribe"]["count"] == chunks
     # One event -> indexed observation per row written, and the same order of magnitude as the
     # rows' own timestamps (the histogram only knows its buckets).
     assert fig["end_to_end"]["from_histogram"]["count"] == segments == fig["end_to_end"]["segments_from_rows"]["count"]
     assert fig["end_to_end"]["from_histogram"]["mean"] == pytest.approx(
         fig["end_to_end"]["segments_from_rows"]["mean"], rel=0.5, abs=2.0
     )
-    assert fig["model"]["caption"]["requests"] >= segments
+    assert fig["model"]["caption"]["requests"] >= visual
     assert fig["model"]["caption"]["completion_tokens"] > 0
+    assert fig["model"]["transcribe"]["requests"] >= chunks
 
 
 def test_lag_is_reported_per_group_and_ends_at_zero(report: tuple[Path, dict[str, Any], str]) -> None:

@@ -1,5 +1,6 @@
-"""loadtest.gpu_bench without a GPU: its refusal, its load shaping and its report, and one short
-run of the whole bench with the tiny CPU models (``--allow-cpu``)."""
+"""loadtest.gpu_bench without a GPU: its refusal, its load shaping and its report (audio-seconds
+per second per GPU for the transcribe stage included), and one short run of the whole bench with
+the tiny CPU models (``--allow-cpu``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,9 +22,12 @@ from workers.settings import DecodeSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+SPEECH: list[gb.DecodedSpeech] = []
+
+
 @pytest.fixture(scope="module")
 def decoded() -> tuple[list[gb.SegmentBatch], gb.DecodeCost]:
-    return gb.decode_media(sample_paths(), segment_policy(DecodeSettings()))
+    return gb.decode_media(sample_paths(), segment_policy(DecodeSettings()), SPEECH)
 
 
 def test_refuses_without_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,6 +78,20 @@ def test_load_cycles_the_samples_with_frames_no_other_segment_has(
         gb.shape_caption_load([], 1)
 
 
+def test_transcribe_load_cycles_the_samples_speech_with_audio_no_other_chunk_has(
+    decoded: tuple[list[gb.SegmentBatch], gb.DecodeCost],
+) -> None:
+    assert SPEECH, "the samples' spoken video gave no speech chunk"
+    load = gb.shape_transcribe_load(SPEECH, 2 * len(SPEECH) + 1)
+    later = gb.shape_transcribe_load(SPEECH, 2, first=len(load))
+    for i, audio in enumerate(load):  # chunk i is sample chunk i % n: its length (within 20 ms)
+        base = SPEECH[i % len(SPEECH)]
+        assert audio.dtype == np.float32 and abs(audio.size / 16_000 - (base.end_s - base.start_s)) < 0.02
+    assert len({a.tobytes() for a in load + later}) == len(load) + 2  # nothing for an encoder cache to reuse
+    with pytest.raises(ValueError):
+        gb.shape_transcribe_load([], 1)
+
+
 def test_synthetic_captions_are_distinct_and_caption_sized() -> None:
     texts = gb.synthetic_captions(500)
     assert len(set(texts)) == 500
@@ -84,7 +103,7 @@ def test_visual_tokens_counts_placeholders_only() -> None:
     assert gb.visual_tokens([], {7}) == 0
 
 
-def _report(gpu_memory: int | None = 40 * 1024**3, gpus: int = 1) -> gb.Report:
+def _report(gpu_memory: int | None = 40 * 1024**3, gpus: int = 1, speech: bool = True) -> gb.Report:
     return gb.build_report(
         device="test GPU",
         gpus=gpus,
@@ -99,6 +118,10 @@ def _report(gpu_memory: int | None = 40 * 1024**3, gpus: int = 1) -> gb.Report:
         decode=gb.DecodeCost(segments=10, video_s=50.0, cpu_s=2.0),
         peak_gpu_memory_bytes=gpu_memory,
         peak_host_rss_bytes=8 * 1024**3,
+        transcribe=gb.TranscribeRun(chunks=40, audio_s=600.0, wall_s=2.0, completion_tokens=[100, 140])
+        if speech else None,
+        transcribe_model="whisper" if speech else None,
+        transcribe_gpus=gpus,
     )  # fmt: skip
 
 
@@ -112,8 +135,12 @@ def test_report_figures() -> None:
     assert r.decode_cpu_s_per_segment == pytest.approx(0.2)
     assert r.decode_video_s_per_cpu_s == pytest.approx(25.0)
     assert r.decode_cores_per_gpu == pytest.approx(1.0)
+    assert r.audio_s_per_s_per_gpu == pytest.approx(300.0) and r.transcribe_tokens_per_chunk == pytest.approx(120)
     two = _report(gpus=2)  # tensor parallel: the same engine over two GPUs
     assert two.segments_per_s_per_gpu == pytest.approx(2.5) and two.decode_cores_per_gpu == pytest.approx(0.5)
+    assert two.audio_s_per_s_per_gpu == pytest.approx(150.0)
+    silent = _report(speech=False)  # media without speech: nothing transcribed, nothing made up
+    assert (silent.transcribe_model, silent.chunks, silent.audio_s_per_s_per_gpu) == (None, 0, 0.0)
 
 
 def test_report_text_names_every_figure() -> None:
@@ -125,8 +152,10 @@ def test_report_text_names_every_figure() -> None:
         "embedded texts/s per GPU: 250.0",
         "peak GPU memory: 40.00 GiB",
         "1.00 decode cores keep one GPU fed",
+        "transcribed audio-seconds/s per GPU: 300.0 (whisper; 40 speech chunks, 600.0 audio s, 120.0 tokens each)",
     ):
         assert needle in text, text
+    assert "not measured (no speech in the media)" in gb.format_report(_report(speech=False))
     cpu = gb.format_report(_report(gpu_memory=None))
     assert "peak GPU memory: n/a (no GPU)" in cpu and "sizes nothing" in cpu
 
@@ -149,3 +178,8 @@ def test_cpu_run_with_the_tiny_models(tmp_path: Path) -> None:
     assert report["embed_dim"] == 384  # all-MiniLM-L6-v2
     assert report["peak_gpu_memory_bytes"] is None and report["peak_host_rss_bytes"] > 0
     assert "decode cores keep one GPU fed" in proc.stdout
+    # The samples' spoken video feeds the tiny Whisper: audio-seconds per second per GPU.
+    assert report["transcribe_model"] == "capstream/tiny-random-whisper" and report["chunks"] == 8
+    assert report["audio_s"] > 0 and report["audio_s_per_s_per_gpu"] > 0
+    assert report["transcribe_tokens_per_chunk"] > 0
+    assert "transcribed audio-seconds/s on CPU" in proc.stdout
