@@ -40,6 +40,11 @@ system-deps:
 	  echo "installing chromium chromium-driver (apt-get)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver'; }
+	@# Test and demo speech is synthesised by espeak-ng (tests/speech_media.py, the demo's spoken sample).
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  echo "installing espeak-ng (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) \
+	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng'; }
 	@# `podman-compose config` (the compose file's test) needs podman; there is no Docker engine here.
 	@command -v podman >/dev/null 2>&1 || { \
 	  echo "installing podman (apt-get)"; \

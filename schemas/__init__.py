@@ -6,6 +6,7 @@ from schemas.embeddings import Embedding
 from schemas.events import EventBatch, EventParseError, ObjectCreated, parse_event
 from schemas.progress import ObjectProgress, ObjectState
 from schemas.segments import Frame, SegmentBatch
+from schemas.speech import SpeechChunk, TimedText, Transcript
 
 __all__ = [
     "Caption",
@@ -18,5 +19,8 @@ __all__ = [
     "ObjectProgress",
     "ObjectState",
     "SegmentBatch",
+    "SpeechChunk",
+    "TimedText",
+    "Transcript",
     "parse_event",
 ]

@@ -17,6 +17,7 @@ from schemas.embeddings import Embedding
 from schemas.events import ObjectCreated
 from schemas.progress import ObjectProgress
 from schemas.segments import SegmentBatch
+from schemas.speech import SpeechChunk, Transcript
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -24,6 +25,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "object-created": ObjectCreated,
     "segment-batch": SegmentBatch,
     "caption": Caption,
+    "speech-chunk": SpeechChunk,
+    "transcript": Transcript,
     "embedding": Embedding,
     "dead-letter": DeadLetter,
     "object-progress": ObjectProgress,

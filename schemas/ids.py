@@ -20,3 +20,8 @@ def segment_id(object_id: str, segment_index: int) -> str:
 
 def embedding_id(segment_id: str, model: str) -> str:
     return str(uuid.uuid5(uuid.UUID(segment_id), f"embedding:{model}"))
+
+
+def speech_segment_id(object_id: str, chunk_index: int) -> str:
+    """Id of an object's `chunk_index`-th speech chunk: never equal to a visual segment's id."""
+    return str(uuid.uuid5(uuid.UUID(object_id), f"speech:{chunk_index}"))

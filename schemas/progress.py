@@ -26,6 +26,7 @@ class ObjectProgress(BaseModel):
     segments_total: int | None = None
     decoded: int = 0
     captioned: int = 0
+    transcribed: int = 0  # speech chunks transcribed (segments_total counts them with the visual segments)
     embedded: int = 0
     error: str | None = None
     created_at: datetime | None = None

@@ -27,6 +27,11 @@ class SegmentBatch(SegmentRef):
     reason: SegmentReason
     frames: list[Frame] = Field(min_length=1)
     decoded_at: datetime = Field(default_factory=utc_now)
+    speech_chunks: int = Field(
+        default=0,
+        ge=0,
+        description="on the object's last segment (reason 'end'): speech chunks it published, all before this one",
+    )
 
     @model_validator(mode="after")
     def _pages_are_numbered(self) -> Self:

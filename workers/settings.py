@@ -28,6 +28,8 @@ class CommonSettings(BaseSettings):
     topic_captions: str = "media.captions"
     topic_embeddings: str = "media.embeddings"
     topic_removals: str = Field(default="media.removals", description="deleted objects, for the index")
+    topic_speech: str = Field(default="media.speech", description="speech chunks (inline FLAC), for transcribe")
+    topic_transcripts: str = Field(default="media.transcripts", description="transcripts of speech chunks")
     topic_partitions: int = Field(default=4, ge=1, description="used when the worker creates missing topics")
     topic_replication: int = Field(default=1, ge=1, description="replication factor of topics it creates")
     max_message_bytes: int = Field(default=1_048_576, description="broker's message.max.bytes")
@@ -115,6 +117,17 @@ class DecodeSettings(S3Settings):
         default=1920 * 1080, ge=32 * 32, description="pixels a document page is rendered at, at most"
     )
     max_pages: int = Field(default=1000, ge=1, description="documents with more pages are refused (too_many_pages)")
+    # Speech: the audio track is read in the same pass as the video (docs/speech.md).
+    speech: bool = Field(default=True, description="extract speech chunks from the audio track for transcription")
+    speech_vad_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="silero-vad speech probability above which a window is speech"
+    )
+    speech_min_silence_s: float = Field(
+        default=0.5, ge=0, description="a pause this long ends a stretch of speech (a chunk may be cut there)"
+    )
+    speech_max_chunk_s: float = Field(
+        default=30.0, gt=1, le=30, description="longest speech chunk (Whisper's window is 30 s)"
+    )
 
     @property
     def allowed_scheme_set(self) -> frozenset[str]:
@@ -194,7 +207,7 @@ class ModelServing:
     max_in_flight: int  # the HTTP client's connection cap, where the backend caps them
     model: str  # hub id or local path
     served_name: str  # recorded in outputs and sent to the server: model_name, else model
-    backend: Backend
+    backend: str  # "vllm" or "openai"; a stage may add its own (transcribe: "pocketsphinx")
     openai_url: str
     openai_api_key: SecretStr = field(repr=False)  # .get_secret_value() only where it is sent
     max_batch: int
@@ -282,6 +295,9 @@ class EmbedSettings(ModelStageSettings):
 
     embed_group: str = Field(default="capstream-embed", description="consumer group of embed workers")
     embed_max_in_flight: int = Field(default=64, ge=1, description="captions being embedded at once per worker")
+    embed_speech_group: str = Field(
+        default="capstream-embed-speech", description="consumer group of embed workers (transcripts)"
+    )
     embed_model: str = Field(default="Qwen/Qwen3-Embedding-8B", description="hub id or local path; 0.6B for small GPUs")
     embed_model_name: str | None = Field(
         default=None, description="name recorded in embeddings and sent to the server; default: embed_model"
@@ -299,6 +315,38 @@ class EmbedSettings(ModelStageSettings):
     embed_query_instruction: str = Field(
         default=QWEN3_QUERY_INSTRUCTION,
         description="template for search queries ({query} = the query text); empty = the query as is",
+    )
+
+
+TranscribeBackend = Literal["vllm", "openai", "pocketsphinx"]
+
+
+class TranscribeSettings(ModelStageSettings):
+    serving_prefix = "transcribe"
+
+    transcribe_group: str = Field(default="capstream-transcribe", description="consumer group of transcribe workers")
+    transcribe_max_in_flight: int = Field(
+        default=16, ge=1, description="speech chunks in the engine at once per worker"
+    )
+    transcribe_model: str = Field(default="openai/whisper-large-v3-turbo", description="hub id or local path")
+    transcribe_model_name: str | None = Field(
+        default=None, description="name recorded in transcripts and sent to the server; default: transcribe_model"
+    )
+    # pocketsphinx: the offline recognizer whose English model ships in its wheel (real words
+    # without a download; the demo's and tests' profile), not a production choice.
+    transcribe_backend: TranscribeBackend = Field(
+        default="vllm", description="vllm (in-process Whisper), openai (`vllm serve`) or pocketsphinx (offline)"
+    )
+    transcribe_openai_url: str = "http://127.0.0.1:8002/v1"
+    transcribe_openai_api_key: SecretStr = SecretStr("EMPTY")
+    transcribe_max_batch: int = 16
+    transcribe_max_tokens: int = Field(default=448, ge=1, description="tokens one chunk's transcript may take")
+    transcribe_language: str | None = Field(
+        default=None, description="ISO 639-1 code to transcribe in; unset = the stream's tag, else detected"
+    )
+    transcribe_engine_args: str = Field(default="{}", description="JSON of extra vllm.LLM kwargs (vllm backend)")
+    transcribe_request_timeout_s: float = Field(
+        default=120.0, description="longest wait for one transcript, with either backend (engine or HTTP)"
     )
 
 

@@ -31,6 +31,7 @@ from workers.settings import (
     DecodeSettings,
     EmbedSettings,
     IndexSettings,
+    TranscribeSettings,
 )
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from workers.runtime.resources import WorkerResources
 
 # The per-object counter a stage's outputs advance (``workers.state.progress.StageCounter``).
-ProgressCounter = Literal["decoded", "captioned", "embedded"]
+ProgressCounter = Literal["decoded", "captioned", "transcribed", "embedded"]
 LoopBuilder = Callable[[Any, "WorkerResources"], "list[StageLoop[Any]]"]
 
 
@@ -234,7 +235,7 @@ REGISTRY = StageRegistry(
             name="decode",
             settings=DecodeSettings,
             consumers=(ConsumerSpec("decode", "topic_objects", "decode_group"),),
-            output_fields=("topic_segments", "topic_removals"),
+            output_fields=("topic_segments", "topic_removals", "topic_speech"),
             builder="workers.decode.loops:build_loops",
             progress="decoded",
         ),
@@ -247,9 +248,20 @@ REGISTRY = StageRegistry(
             progress="captioned",
         ),
         StageSpec(
+            name="transcribe",
+            settings=TranscribeSettings,
+            consumers=(ConsumerSpec("transcribe", "topic_speech", "transcribe_group"),),
+            output_fields=("topic_transcripts",),
+            builder="workers.transcribe.loops:build_loops",
+            progress="transcribed",
+        ),
+        StageSpec(
             name="embed",
             settings=EmbedSettings,
-            consumers=(ConsumerSpec("embed", "topic_captions", "embed_group"),),
+            consumers=(
+                ConsumerSpec("embed", "topic_captions", "embed_group"),
+                ConsumerSpec("embed-speech", "topic_transcripts", "embed_speech_group"),
+            ),
             output_fields=("topic_embeddings",),
             builder="workers.embed.loops:build_loops",
             progress="embedded",
@@ -272,8 +284,10 @@ REGISTRY = StageRegistry(
         "topic_captions": RECORD,
         "topic_embeddings": RECORD,
         "topic_removals": RECORD,
+        "topic_transcripts": RECORD,
         # Inline JPEG frames: the bulk of the bytes, redone by a re-decode once expired.
         "topic_segments": FRAMES,
+        "topic_speech": FRAMES,  # inline FLAC, likewise
         "topic_filer_events": FEED,
     },
 )

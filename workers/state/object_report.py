@@ -33,6 +33,7 @@ async def object_report(redis: Redis, settings: CommonSettings, object_id: str) 
                 "start_s": r.start_s,
                 "end_s": r.end_s,
                 "caption": r.caption,
+                "modality": r.modality,
                 "caption_model": r.caption_model,
                 "embedding_model": r.model,
                 "embedding_dim": r.dim,

@@ -12,7 +12,7 @@ operator has had time to look (the dead letters keep the detail). `done` hashes 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -21,7 +21,7 @@ from schemas.progress import ObjectProgress, ObjectState
 from workers.runtime.redaction import safe_text
 from workers.state.keys import RedisKeys
 
-StageCounter = Literal["decoded", "captioned", "embedded"]
+StageCounter = Literal["decoded", "captioned", "transcribed", "embedded"]
 
 # Shared tail: mark the object done when every segment is embedded.
 _MAYBE_DONE = """
@@ -140,6 +140,11 @@ _WEEK_S = 7 * 24 * 3600
 _MAX_ERROR_CHARS = 2000
 
 
+class ProgressSettings(Protocol):
+    key_prefix: str
+    failed_progress_ttl_s: int
+
+
 class ProgressStore:
     def __init__(self, redis: Redis, keys: RedisKeys, marker_ttl_s: int = _WEEK_S, failed_ttl_s: int = _WEEK_S) -> None:
         self._redis = redis
@@ -152,6 +157,11 @@ class ProgressStore:
         self._start = redis.register_script(_START)
         self._reset_failure = redis.register_script(_RESET_FAILURE)
         self._fail = redis.register_script(_FAIL)
+
+    @classmethod
+    def for_worker(cls, redis: Redis, settings: ProgressSettings) -> ProgressStore:
+        """The store a stage writes: the worker's key prefix and failed-progress TTL."""
+        return cls(redis, RedisKeys(settings.key_prefix), failed_ttl_s=settings.failed_progress_ttl_s)
 
     async def start(self, object_id: str, source_uri: str, pipe: Pipeline | None = None) -> None:
         """``pipe``: queue the write there (one command) instead of running it (reconcile)."""
@@ -236,6 +246,7 @@ class ProgressStore:
             segments_total=int(fields["segments_total"]) if "segments_total" in fields else None,
             decoded=int(fields.get("decoded", 0)),
             captioned=int(fields.get("captioned", 0)),
+            transcribed=int(fields.get("transcribed", 0)),
             embedded=int(fields.get("embedded", 0)),
             error=fields.get("error"),
             created_at=_time(fields.get("created_at")),

@@ -60,7 +60,12 @@ _BATCH = 500
 M = TypeVar("M", bound=BaseModel)
 # The stages whose dead letters name a segment another copy may have finished, and the done
 # marker that says so (``ModelStage.done_marker``).
-_FINISHED_BY: dict[str, StageCounter] = {"caption": "captioned", "embed": "embedded"}
+_FINISHED_BY: dict[str, StageCounter] = {
+    "caption": "captioned",
+    "transcribe": "transcribed",
+    "embed": "embedded",
+    "embed-speech": "embedded",
+}
 
 
 class _SegmentSeen(BaseModel):
@@ -72,6 +77,7 @@ class _SegmentSeen(BaseModel):
     segment_index: int
     source_uri: str
     reason: str | None = None
+    speech_chunks: int = 0  # on the end segment: speech chunks numbered apart from the segments
     bucket: str | None = None
     key: str | None = None
     version: str | None = None
@@ -98,7 +104,7 @@ class Reconciler:
         self.registry = registry
         self.redis = redis
         self.keys = RedisKeys(settings.key_prefix)
-        self.progress = ProgressStore(redis, self.keys, failed_ttl_s=settings.failed_progress_ttl_s)
+        self.progress = ProgressStore.for_worker(redis, settings)
         self.results = ResultStore(redis, self.keys, settings.result_ttl_s)
         self.claims = ClaimStore(redis, self.keys, settings.claim_ttl_s)
         self.sequencers = SequencerStore(redis, self.keys, settings.claim_ttl_s)
@@ -155,7 +161,8 @@ class Reconciler:
         if seg.reason == "end":
             self._ended.add(seg.object_id)
             self.counts.totals = len(self._ended)
-            await self.progress.set_total(seg.object_id, seg.segment_index + 1, batch.pipe)
+            total = seg.segment_index + 1 + seg.speech_chunks
+            await self.progress.set_total(seg.object_id, total, batch.pipe)
             batch.queued()
             self.claims.queue_restore(batch.pipe, seg.object_id)
             batch.queued("claims")

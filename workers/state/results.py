@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from schemas.embeddings import Embedding
+from schemas.embeddings import Embedding, Modality
 from workers.state.keys import RedisKeys
 
 _WEEK_S = 7 * 24 * 3600
@@ -44,8 +44,10 @@ class ResultRow(BaseModel):
     end_s: float
     page_number: int | None = None
     embedding_id: str
-    caption: str
+    caption: str  # the caption, or what was said (modality speech)
     caption_model: str
+    modality: Modality = "visual"  # rows written before speech existed are captions
+    language: str | None = None
     model: str  # the embedding model
     dim: int
 
@@ -72,4 +74,5 @@ class ResultStore:
     async def get(self, object_id: str) -> list[ResultRow]:
         raw = await self._redis.hgetall(self._keys.results(object_id))
         rows = [ResultRow.model_validate_json(v) for v in raw.values()]
-        return sorted(rows, key=lambda r: r.segment_index)
+        # In media order; speech chunks are numbered apart from segments, so index alone interleaves wrongly.
+        return sorted(rows, key=lambda r: (r.start_s, r.modality == "speech", r.segment_index))
