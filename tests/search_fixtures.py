@@ -30,6 +30,8 @@ class Doc:
     index: int
     caption: str
     colour: tuple[int, int, int] = (200, 80, 40)
+    modality: str = "visual"  # a speech row is numbered apart: its index is the chunk's
+    language: str | None = None
 
     @property
     def object_id(self) -> str:
@@ -37,7 +39,8 @@ class Doc:
 
     @property
     def segment_id(self) -> str:
-        return str(uuid.uuid5(uuid.UUID(self.object_id), str(self.index)))
+        kind = "speech:" if self.modality == "speech" else ""
+        return str(uuid.uuid5(uuid.UUID(self.object_id), f"{kind}{self.index}"))
 
     @property
     def start_s(self) -> float:
@@ -97,6 +100,8 @@ def rows(docs: list[Doc]) -> list[dict[str, Any]]:
             "end_s": d.end_s,
             "caption": d.caption,
             "caption_model": "capstream/test-captions",
+            "modality": d.modality,
+            "language": d.language,
             "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
             "vector": v,
             "thumbnail": thumbnail(d.colour),

@@ -59,7 +59,10 @@ def test_hit_json_shape(table: Any) -> None:
         "start_s",
         "end_s",
         "caption",
+        "modality",
+        "language",
         "score",
+        "also",
     }
     assert hit.uri == "s3://media/clips/cat.mp4" and hit.object_id == CAT.object_id
 

@@ -24,7 +24,7 @@ def format_report(report: dict[str, Any], title: str | None = None) -> str:
         lines.append(
             f"  #{seg['segment_index']:<3} {seg['start_s']:7.2f}s - {seg['end_s']:7.2f}s  "
             f"{seg['embedding_model'].rsplit('/', 1)[-1]} dim={seg['embedding_dim']}  "
-            f"caption={seg['caption'][:100]!r}"
+            f"{'said' if seg.get('modality') == 'speech' else 'caption'}={seg['caption'][:100]!r}"
         )
     return "\n".join(lines)
 
@@ -34,7 +34,7 @@ def format_progress(p: ObjectProgress) -> str:
     err = f"  error={p.error}" if p.error else ""
     return (
         f"{p.object_id}  {p.state.value:<8} segments={total} decoded={p.decoded} "
-        f"captioned={p.captioned} embedded={p.embedded}  {p.source_uri}{err}"
+        f"captioned={p.captioned} transcribed={p.transcribed} embedded={p.embedded}  {p.source_uri}{err}"
     )
 
 

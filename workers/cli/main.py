@@ -75,6 +75,12 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     se.add_argument("--prefix", help="only keys starting with this")
     se.add_argument("--object", dest="object_id", help="only this object id")
     se.add_argument("--per-object", type=int, help="most hits from one object (default CAPSTREAM_SEARCH_PER_OBJECT)")
+    se.add_argument(
+        "--modality", choices=["visual", "speech", "page"], help="only captions (visual), what was said, or pages"
+    )
+    se.add_argument(
+        "--no-merge", dest="merge", action="store_false", help="keep a caption and the speech of its moment apart"
+    )
     se.add_argument("--json", action="store_true", help="list of {object_id, segment_id, uri, ..., score}")
     sv = sub.add_parser("serve", help="HTTP search API and page (FastAPI)")
     sv.add_argument("--host", help="default CAPSTREAM_SERVE_HOST (127.0.0.1)")
@@ -204,6 +210,8 @@ def _dispatch(argv: list[str] | None) -> int:
                 prefix=args.prefix,
                 object_id=args.object_id,
                 per_object=args.per_object,
+                modality=args.modality,
+                merge=args.merge,
             )
         )
     if cmd == "serve":

@@ -60,7 +60,8 @@ def status_text(prog: ObjectProgress | None) -> str:
         return "queued"
     total = prog.segments_total if prog.segments_total is not None else "?"
     tail = f" error={printable(prog.error)[:ERROR_CHARS]}" if prog.error else ""
-    return f"{prog.state.value:<8} {prog.embedded}/{total} embedded, {prog.captioned} captioned{tail}"
+    spoken = f", {prog.transcribed} transcribed" if prog.transcribed else ""
+    return f"{prog.state.value:<8} {prog.embedded}/{total} embedded, {prog.captioned} captioned{spoken}{tail}"
 
 
 def render_line(name: str, prog: ObjectProgress | None, width: int = 24) -> str:

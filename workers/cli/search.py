@@ -46,7 +46,8 @@ def format_hits(hits: list[SearchHit], width: int = 70) -> str:
     rows = [("score", "time", "object", "caption")]
     for h in hits:
         source = f"{h.bucket}/{h.key}" if h.bucket and h.key else h.uri
-        caption = " ".join(h.caption.split())
+        texts = [(h.modality, h.caption), *((a.modality, a.text) for a in h.also)]
+        caption = " | ".join(f"said: {' '.join(t.split())}" if m == "speech" else " ".join(t.split()) for m, t in texts)
         caption = caption if len(caption) <= width else caption[: width - 1] + "…"
         rows.append((f"{h.score:.4f}", f"{clock(h.start_s)}-{clock(h.end_s)}", source, caption))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from workers.settings import DecodeSettings
 def segment_rows(path: Path, policy: SegmentPolicy) -> list[dict[str, Any]]:
     """One JSON-ready dict per segment: index, start_s, end_s, reason, frame_pts; pages also
     page_number and the rendered width and height."""
-    return [_row(segment) for segment in decode_segments(str(path), policy)]
+    # Speech chunks are not segments (``capstream segments`` tunes segmentation): audio is not read.
+    segments = decode_segments(str(path), replace(policy, speech=None))
+    return [_row(segment) for segment in segments if isinstance(segment, DecodedSegment)]
 
 
 def _row(segment: DecodedSegment) -> dict[str, Any]:

@@ -50,14 +50,30 @@ def row_schema(dim: int) -> pa.Schema:
             pa.field("version", pa.string()),  # orders versions of one key (schemas.events.version_order)
             pa.field("start_s", pa.float64(), nullable=False),
             pa.field("end_s", pa.float64(), nullable=False),
-            pa.field("caption", pa.string(), nullable=False),
+            pa.field("caption", pa.string(), nullable=False),  # the caption, or what was said
             pa.field("caption_model", pa.string(), nullable=False),
+            pa.field("modality", pa.string(), nullable=False),  # visual, speech or page (schemas.embeddings)
+            pa.field("language", pa.string()),  # a transcript's language
             pa.field("embedding_model", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("thumbnail", pa.binary()),
             pa.field("indexed_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ]
     )
+
+
+# Columns added since the first tables were made, with the value old rows get (a SQL
+# expression): ``add_missing_columns`` brings an older table up to ``row_schema``.
+ADDED_COLUMNS: dict[str, str] = {"modality": "'visual'", "language": "CAST(NULL AS STRING)"}
+
+
+def add_missing_columns(table: Any) -> list[str]:
+    """Add the ``ADDED_COLUMNS`` an older table lacks (a metadata commit plus one pass over the
+    rows); returns their names."""
+    missing = {name: expr for name, expr in ADDED_COLUMNS.items() if name not in table.schema.names}
+    if missing:
+        table.add_columns(missing)
+    return list(missing)
 
 
 def storage_options(settings: IndexSettings) -> dict[str, str]:

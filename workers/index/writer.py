@@ -28,7 +28,15 @@ import structlog
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
 from workers.index.generations import IndexGeneration, TablePointer, configured_generation
-from workers.index.table import connect, open_table, removals_schema, row_schema, sql_literal, vector_dim
+from workers.index.table import (
+    add_missing_columns,
+    connect,
+    open_table,
+    removals_schema,
+    row_schema,
+    sql_literal,
+    vector_dim,
+)
 from workers.index.versions import ObjectVersion, Tombstone, dead_objects, sweeps
 from workers.runtime.errors import PermanentError
 from workers.settings import IndexSettings
@@ -93,6 +101,8 @@ def to_row(e: Embedding, indexed_at: datetime) -> dict[str, Any]:
         "end_s": e.end_s,
         "caption": e.caption,
         "caption_model": e.caption_model,
+        "modality": e.modality,
+        "language": e.language,
         "embedding_model": e.model,
         "vector": e.vector,
         "thumbnail": e.thumbnail or None,
@@ -151,6 +161,8 @@ class SegmentIndex:
         self.follow()
         if self._table is None:
             self._table = open_table(self.db(), self.table_name)
+            if self._table is not None and (added := self._retry_conflicts(lambda: add_missing_columns(self._table))):
+                log.info("index_columns_added", table=self.table_name, columns=added)
         return self._table
 
     def _removals_table(self, create: bool) -> Any | None:

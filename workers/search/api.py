@@ -1,7 +1,7 @@
 """``capstream serve``: the search API and its one page (FastAPI; protocol models here, next
 to the routes that serve them).
 
-- ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=``: hits (the shape of
+- ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=&modality=&merge=``: hits (the shape of
   ``capstream search --json``, plus a thumbnail URL and a presigned media link that opens at
   the segment, ``#t=start,end``), and whether the query was truncated.
 - ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from schemas.embeddings import Modality
 from workers.index.table import sql_literal
 from workers.s3_client import s3_client
 from workers.search.query import Mode, SearchHit, SearchQuery
@@ -131,6 +132,8 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         prefix: str | None = None,
         object_id: str | None = None,
         per_object: Annotated[int | None, Query(ge=0)] = None,
+        modality: Modality | None = None,
+        merge: bool = True,
     ) -> SearchResponse:
         try:
             query = SearchQuery(
@@ -141,6 +144,8 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
                 prefix=prefix or None,
                 object_id=object_id or None,
                 per_object=settings.search_per_object if per_object is None else per_object,
+                modality=modality,
+                merge=merge,
             )
         except ValidationError as exc:
             raise HTTPException(status_code=422, detail=str(exc.errors()[0]["msg"])) from None

@@ -33,7 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from workers.index.table import TEXT_COLUMN, sql_literal, text_index
+from schemas.embeddings import Modality
+from workers.index.table import ADDED_COLUMNS, TEXT_COLUMN, sql_literal, text_index
 
 Mode = Literal["hybrid", "vector", "text"]
 
@@ -42,7 +43,9 @@ REFINE_FACTOR = 5
 DISTANCE = "cosine"  # embeddings are compared by cosine; vector score = 1 - distance
 FETCH_FACTOR = 4  # first over-fetch: k * this rows per leg
 MAX_FETCH = 2000  # never ask one leg for more rows than this
-HIT_COLUMNS = ["object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption"]
+HIT_COLUMNS = ["object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "modality", "language"]
+# Hits of one object closer than this in time are one moment (a caption and what was said then).
+MERGE_GAP_S = 0.5
 
 
 class EmptyQuery(ValueError):
@@ -57,6 +60,10 @@ class SearchQuery(BaseModel):
     prefix: str | None = Field(default=None, description="key prefix")
     object_id: str | None = None
     per_object: int = Field(default=3, ge=0, description="most hits from one object; 0 = no cap")
+    modality: Modality | None = Field(default=None, description="only rows of this kind: visual, speech or page")
+    merge: bool = Field(
+        default=True, description="fold a lower hit of another modality at the same moment into the hit"
+    )
 
     @field_validator("q")
     @classmethod
@@ -67,6 +74,18 @@ class SearchQuery(BaseModel):
         return value
 
 
+class MomentText(BaseModel):
+    """Another row of the same moment folded into a hit: e.g. what was said while the hit's
+    caption was shown."""
+
+    segment_id: str
+    modality: Modality
+    start_s: float
+    end_s: float
+    text: str
+    score: float
+
+
 class SearchHit(BaseModel):
     object_id: str
     segment_id: str
@@ -75,8 +94,11 @@ class SearchHit(BaseModel):
     key: str | None
     start_s: float
     end_s: float
-    caption: str
+    caption: str  # the caption, or the transcript when modality is speech
+    modality: Modality = "visual"
+    language: str | None = None
     score: float
+    also: list[MomentText] = Field(default_factory=list, description="rows of other modalities at this moment")
 
 
 def where_clause(query: SearchQuery) -> str | None:
@@ -88,7 +110,50 @@ def where_clause(query: SearchQuery) -> str | None:
         parts.append(f"starts_with(key, {sql_literal(query.prefix)})")
     if query.object_id:
         parts.append(f"object_id = {sql_literal(query.object_id)}")
+    if query.modality:
+        parts.append(f"modality = {sql_literal(query.modality)}")
     return " AND ".join(parts) or None
+
+
+def merge_moments(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ranked rows with each row that overlaps (within ``MERGE_GAP_S``) a better-ranked row of
+    the same object and another modality folded into that row's ``also``; a row is folded at
+    most once and into a row that was not itself folded."""
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        home = next(
+            (
+                k
+                for k in kept
+                if k["object_id"] == row["object_id"]
+                and k.get("modality") != row.get("modality")
+                and row.get("modality") not in {a["modality"] for a in k["also"]}
+                and row["start_s"] <= k["end_s"] + MERGE_GAP_S
+                and k["start_s"] <= row["end_s"] + MERGE_GAP_S
+            ),
+            None,
+        )
+        if home is None:
+            kept.append(dict(row, also=[]))
+        else:
+            home["also"].append(
+                MomentText(
+                    segment_id=row["segment_id"],
+                    modality=row.get("modality") or "visual",
+                    start_s=row["start_s"],
+                    end_s=row["end_s"],
+                    text=row["caption"],
+                    score=float(row["_score"]),
+                ).model_dump()
+            )
+    return kept
+
+
+def hit_columns(table: Any) -> list[str]:
+    """``HIT_COLUMNS`` this table has: a table no index worker has opened since columns were
+    added (``ADDED_COLUMNS``) lacks them until it does."""
+    names = set(table.schema.names)
+    return [c for c in HIT_COLUMNS if c in names or c not in ADDED_COLUMNS]
 
 
 def has_text_index(table: Any) -> bool:
@@ -141,7 +206,9 @@ def fuse(vector_rows: Sequence[dict[str, Any]], text_rows: Sequence[dict[str, An
     return [dict(first[sid], _score=fused[sid]) for sid in ranked]
 
 
-def _vector_leg(table: Any, vector: list[float], where: str | None, limit: int) -> list[dict[str, Any]]:
+def _vector_leg(
+    table: Any, vector: list[float], where: str | None, limit: int, columns: list[str]
+) -> list[dict[str, Any]]:
     # refine_factor: re-rank 5x the candidates by exact distance. With the IVF_HNSW_SQ index,
     # scalar quantisation drops near-tied neighbours: recall@10 against exact search was 0.755
     # at 1M rows (0.943 at 100k) without it and 1.00 with it, for ~1 ms (loadtest.search_bench;
@@ -150,17 +217,17 @@ def _vector_leg(table: Any, vector: list[float], where: str | None, limit: int) 
     q = table.search(vector, vector_column_name="vector").distance_type(DISTANCE).refine_factor(REFINE_FACTOR)
     if where:
         q = q.where(where, prefilter=True)
-    rows: list[dict[str, Any]] = q.limit(limit).select([*HIT_COLUMNS, "_distance"]).to_list()
+    rows: list[dict[str, Any]] = q.limit(limit).select([*columns, "_distance"]).to_list()
     for row in rows:
         row["_score"] = 1.0 - float(row.pop("_distance"))
     return rows
 
 
-def _text_leg(table: Any, text: str, where: str | None, limit: int) -> list[dict[str, Any]]:
+def _text_leg(table: Any, text: str, where: str | None, limit: int, columns: list[str]) -> list[dict[str, Any]]:
     q = table.search(text, query_type="fts", fts_columns=TEXT_COLUMN)
     if where:
         q = q.where(where, prefilter=True)
-    rows: list[dict[str, Any]] = q.limit(limit).select([*HIT_COLUMNS, "_score"]).to_list()
+    rows: list[dict[str, Any]] = q.limit(limit).select([*columns, "_score"]).to_list()
     return rows
 
 
@@ -176,15 +243,16 @@ def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> 
     if mode is None:
         return []
     where = where_clause(query)
+    columns = hit_columns(table)
 
     def fetch_rows(limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Ranked rows and whether the store may hold more (some leg filled its limit)."""
         runs: list[Callable[[], list[dict[str, Any]]]] = []
         if mode in ("vector", "hybrid"):
             assert vector is not None
-            runs.append(lambda: _vector_leg(table, vector, where, limit))
+            runs.append(lambda: _vector_leg(table, vector, where, limit, columns))
         if mode in ("text", "hybrid"):
-            runs.append(lambda: _text_leg(table, query.q, where, limit))
+            runs.append(lambda: _text_leg(table, query.q, where, limit, columns))
         if len(runs) == 1:
             legs = [runs[0]()]
         else:
@@ -196,8 +264,15 @@ def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> 
     limit = min(query.k * FETCH_FACTOR, MAX_FETCH)
     while True:
         rows, more = fetch_rows(limit)
-        chosen = cap_per_object(rows, query.per_object, query.k)
+        chosen = cap_per_object(merge_moments(rows) if query.merge else rows, query.per_object, query.k)
         if len(chosen) >= query.k or not more or limit >= MAX_FETCH:
             break
         limit = min(limit * FETCH_FACTOR, MAX_FETCH)
-    return [SearchHit(**{c: row[c] for c in HIT_COLUMNS}, score=float(row["_score"])) for row in chosen]
+    return [
+        SearchHit(
+            **{c: row[c] for c in columns if row.get(c) is not None},
+            score=float(row["_score"]),
+            also=row.get("also", []),
+        )
+        for row in chosen
+    ]
