@@ -31,6 +31,7 @@ import yaml
 from loadtest.decode_memory import WORST_PEAK_BYTES
 from workers.runtime.kafka import dlq_topic
 from workers.runtime.retention import TopicRetention, retention_problems
+from workers.settings import ModelServing
 from workers.stages import REGISTRY, StageRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,11 +307,25 @@ def _host_port(url: str) -> tuple[str, int | None]:
     return parts.hostname or "", parts.port
 
 
-def check_endpoints(compose: Compose) -> list[str]:
+def model_servings(service: dict[str, Any], registry: StageRegistry = REGISTRY) -> list[ModelServing]:
+    """The models a capstream service calls, as it resolves them from its environment: a
+    model stage's worker its stage's model (every ``ModelStageSettings`` stage of the
+    registry), ``serve`` the embed model (it embeds queries)."""
+    from workers.settings import EmbedSettings, ModelStageSettings
+
+    stage = worker_stage(service)
+    with service_environment(service):
+        if stage is None:
+            return [EmbedSettings().serving] if runs_capstream(service) else []
+        settings = registry[stage].load_settings() if stage in registry.names() else None
+    return [settings.serving] if isinstance(settings, ModelStageSettings) else []
+
+
+def check_endpoints(compose: Compose, registry: StageRegistry = REGISTRY) -> list[str]:
     """Each worker's Kafka, Redis, S3 and model URLs name a service of this file that is what
     the URL expects (a model server serving that very model on that port), and the worker
     waits for it."""
-    from workers.settings import CaptionSettings, EmbedSettings, S3Settings
+    from workers.settings import S3Settings
 
     services = compose["services"]
     problems = []
@@ -328,7 +343,7 @@ def check_endpoints(compose: Compose) -> list[str]:
         if not runs_capstream(svc):
             continue
         with service_environment(svc):
-            s3, caption, embed = S3Settings(), CaptionSettings(), EmbedSettings()
+            s3 = S3Settings()
             aws = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         expect(name, s3.kafka_bootstrap, "kafka", lambda t, p: "kafka" in str(t.get("image")))
         expect(name, s3.redis_url, "redis", lambda t, p: "redis-server" in argv(t.get("command")))
@@ -338,11 +353,7 @@ def check_endpoints(compose: Compose) -> list[str]:
             "AWS_SECRET_ACCESS_KEY": minio_env.get("MINIO_ROOT_PASSWORD"),
         }:
             problems.append(f"{name}: AWS credentials are not MinIO's root user")
-        stage = worker_stage(svc)
-        uses = {"caption": [caption.serving], "embed": [embed.serving]}.get(stage or "", [])
-        if stage is None:  # serve embeds queries
-            uses = [embed.serving]
-        for serving in uses:
+        for serving in model_servings(svc, registry):
             if serving.backend != "openai":
                 continue
 

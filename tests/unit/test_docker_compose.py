@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 from tests import compose_checks as cc
+from workers import engine_version as ev
+from workers.stages import REGISTRY
 
 DOCKER = cc.ROOT / "docker"
 
@@ -163,6 +165,12 @@ FAULTS = [
         "CAPSTREAM_EMBED_MODEL: Qwen/Qwen3-Embedding-0.6B",
         "Qwen3-Embedding-0.6B",
     ),
+    (  # every model stage of the registry is checked, not a list of them
+        "endpoints",
+        "http://vllm-whisper:8000/v1",
+        "http://vllm-caption:8000/v1",
+        "vllm serve of openai/whisper-large-v3-turbo",
+    ),
     (
         "endpoints",
         "CAPSTREAM_REDIS_URL: redis://redis:6379/0",
@@ -174,8 +182,8 @@ FAULTS = [
     ("limits", 'CAPSTREAM_DECODE_THREADS: "2"', 'CAPSTREAM_DECODE_THREADS: "0"', "CAPSTREAM_DECODE_THREADS=0"),
     (
         "limits",
-        '          cpus: "1"\n          memory: 512M\n',
-        "          pids: 100\n",
+        'well under a megabyte.\n          cpus: "1"\n          memory: 512M\n',
+        "well under a megabyte.\n          pids: 100\n",
         "embed-worker has no CPU and memory limits",
     ),
     ("healthchecks", "127.0.0.1:9100/metrics", "127.0.0.1:9101/metrics", "is not http://127.0.0.1:9100/metrics"),
@@ -214,7 +222,10 @@ def test_workers_consume_what_kafka_init_creates_and_minio_publishes(
     compose: cc.Compose, loops: dict[str, list[cc.StageLoopView]]
 ) -> None:
     stages = {v.stage for views in loops.values() for v in views}
-    assert {"decode", "caption", "embed", "index"} <= stages
+    assert set(REGISTRY.required_names()) <= stages
+    # A stage with two consumer groups runs both in its one service.
+    embed_groups = {(v.group, v.input_topic) for v in loops["embed-worker"]}
+    assert embed_groups == {("capstream-embed", "media.captions"), ("capstream-embed-speech", "media.transcripts")}
     decode_input = next(v.input_topic for v in loops["decode-worker"])
     minio = cc.env_of(compose["services"]["minio"])
     assert minio["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == decode_input
@@ -276,7 +287,7 @@ def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> 
     from workers.settings import CaptionSettings
 
     servers = {name: svc for name, svc in compose["services"].items() if cc.runs_vllm_serve(svc)}
-    assert set(servers) == {"vllm-caption", "vllm-embed"}
+    assert set(servers) == {"vllm-caption", "vllm-embed", "vllm-whisper"}
     parsed = {name: parse_vllm_serve(cc.argv(svc["command"])) for name, svc in servers.items()}
     with cc.service_environment(compose["services"]["caption-worker"]):
         caption = CaptionSettings()
@@ -289,6 +300,11 @@ def test_vllm_serve_commands_parse_with_the_pinned_vllm(compose: cc.Compose) -> 
     assert parsed["vllm-caption"].structured_outputs_config == needed.structured_outputs_config
     assert parsed["vllm-caption"].max_model_len >= caption.caption_max_model_len
     assert parsed["vllm-embed"].runner == "pooling"
+    # Whisper needs no flag for /v1/audio/transcriptions; --task, which older guides pass, is
+    # gone from this vLLM.
+    assert parsed["vllm-whisper"].runner == "auto"
+    with pytest.raises(SystemExit):
+        parse_vllm_serve([*cc.argv(servers["vllm-whisper"]["command"]), "--task", "transcription"])
     with pytest.raises(SystemExit):  # the parser does reject what this vLLM does not know
         parse_vllm_serve([*cc.argv(servers["vllm-caption"]["command"]), "--limit-frames-per-prompt", "8"])
 
@@ -320,3 +336,51 @@ def test_dockerfiles() -> None:
         assert 'ENTRYPOINT ["capstream"]' in (DOCKER / name).read_text()
         ignore = (DOCKER / f"{name}.dockerignore").read_text().split()
         assert ignore[0] != "!" and "*" in ignore and "!workers/" in ignore
+
+
+VLLM_IMAGE_ARG = re.compile(r"^ARG VLLM_IMAGE=(\S+)", flags=re.MULTILINE)
+
+
+def vllm_server_image_problems(compose: cc.Compose) -> list[str]:
+    """Every ``vllm serve`` service runs the tested vLLM release: its image is the release's,
+    or one built FROM it (the ``VLLM_IMAGE`` build argument and the Dockerfile's default are
+    the release, and the build stops on another one)."""
+    problems = []
+    for name, svc in compose["services"].items():
+        if not cc.runs_vllm_serve(svc) or svc.get("image") == ev.VLLM_IMAGE:
+            continue
+        build = svc.get("build") or {}
+        dockerfile = cc.COMPOSE.parent / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+        text = dockerfile.read_text() if "build" in svc and dockerfile.is_file() else ""
+        if (build.get("args") or {}).get("VLLM_IMAGE") != ev.VLLM_IMAGE or VLLM_IMAGE_ARG.findall(text) != [
+            ev.VLLM_IMAGE
+        ]:
+            problems.append(f"{name}: image {svc.get('image')} is neither {ev.VLLM_IMAGE} nor built FROM it")
+        elif "engine_version.py check" not in text:
+            problems.append(f"{name}: {dockerfile.name} does not stop on another vLLM release")
+    return problems
+
+
+def test_vllm_servers_run_the_release(compose: cc.Compose) -> None:
+    assert vllm_server_image_problems(compose) == []
+    # Whisper's server is the release plus vLLM's audio extra, which the published image lacks.
+    assert compose["services"]["vllm-whisper"]["build"]["dockerfile"] == "docker/Dockerfile.vllm-audio"
+    audio = (DOCKER / "Dockerfile.vllm-audio").read_text()
+    assert '"vllm[audio]==$(python3 /tmp/engine_version.py)"' in audio
+    ignore = (DOCKER / "Dockerfile.vllm-audio.dockerignore").read_text().split()
+    assert "*" in ignore and "!workers/engine_version.py" in ignore
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (
+            "        VLLM_IMAGE: *vllm-image\n    entrypoint",
+            "        VLLM_IMAGE: vllm/vllm-openai:v0.11.0\n    entrypoint",
+        ),
+        ("    image: *vllm-image\n", "    image: capstream-vllm-audio:latest\n"),
+    ],
+)
+def test_vllm_server_image_check_catches_another_release(old: str, new: str, tmp_path: Path) -> None:
+    problems = vllm_server_image_problems(cc.load(plant(tmp_path, old, new)))
+    assert any("is neither" in p for p in problems), problems

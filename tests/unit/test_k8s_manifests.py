@@ -4,10 +4,11 @@ Parsed, not applied (no cluster here). Core kinds are checked against kubernetes
 schemas of Kubernetes 1.33 in strict mode (an unknown field fails, as with kubectl's default
 strict field validation); ScaledObjects against KEDA's CRD schema
 (``data/keda_scaledobject_schema.yaml``). Then the meaning: each stage's ScaledObject watches
-the consumer group and topic its worker really uses (workers/settings.py under the
-ConfigMap), never more replicas than partitions (docker/compose.yaml's kafka-init), probes on
-the metrics port, a grace period that covers the drain, and a dashboard whose every metric is
-one the workers export.
+every consumer group and topic its worker really uses (the registry's consumers, with
+workers/settings.py under the ConfigMap), never more replicas than partitions
+(docker/compose.yaml's kafka-init), probes on the metrics port, a grace period that covers
+the drain, every model server on the tested vLLM release, and a dashboard whose every metric
+is one the workers export.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from typing import Any
 import pytest
 
 from loadtest.decode_memory import WORST_PEAK_BYTES
+from tests import compose_checks as cc
+from workers import engine_version as ev
 from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.retention import retention_problems
 from workers.settings import (
-    CaptionSettings,
     CommonSettings,
     DecodeSettings,
-    EmbedSettings,
     IndexSettings,
+    ModelStageSettings,
     SearchSettings,
 )
 from workers.stages import REGISTRY, StageRegistry
@@ -355,10 +357,12 @@ def test_every_worker_stage_has_a_deployment(deployments: dict[str, Manifest]) -
     assert stage_deployment_problems(deployments) == []
 
 
-def test_each_stage_scales_on_its_own_group_and_topic(
-    deployments: dict[str, Manifest], scaled_objects: dict[str, Manifest], env_of: Any
-) -> None:
+def scaling_problems(deployments: dict[str, Manifest], scaled_objects: dict[str, Manifest], env_of: Any) -> list[str]:
+    """Each worker Deployment's ScaledObject has one Kafka trigger per consumer group of its
+    stage (every ``ConsumerSpec`` of the registry: embed and index run two), on that group's
+    topic, as the worker resolves them from its environment; the bridge is not autoscaled."""
     targets = {so["spec"]["scaleTargetRef"]["name"]: so for so in scaled_objects.values()}
+    problems = []
     for name, deployment in deployments.items():
         stage = worker_stage(deployment)
         if stage is None:
@@ -366,13 +370,65 @@ def test_each_stage_scales_on_its_own_group_and_topic(
         env = env_of(containers(deployment)[0])
         if stage == "s3-events":
             # One bridge, not autoscaled: its topic's partitions are SeaweedFS's choice.
-            assert name not in targets and deployment["spec"]["replicas"] == 1
+            if name in targets or deployment["spec"]["replicas"] != 1:
+                problems.append(f"{name}: the bridge runs one replica, not autoscaled")
+            continue
+        if name not in targets:
+            problems.append(f"{name}: no ScaledObject")
             continue
         triggers = kafka_triggers(targets[name])
-        assert {(t["consumerGroup"], t["topic"]) for t in triggers} == stage_inputs(stage), stage
+        scaled_on = {(t["consumerGroup"], t["topic"]) for t in triggers}
+        problems += [f"{name}: no trigger on the lag of {g} on {t}" for g, t in sorted(stage_inputs(stage) - scaled_on)]
+        problems += [f"{name}: {stage} does not consume {t} as {g}" for g, t in sorted(scaled_on - stage_inputs(stage))]
         for trigger in triggers:
-            assert trigger["bootstrapServers"] == env["CAPSTREAM_KAFKA_BOOTSTRAP"]
-            assert trigger["offsetResetPolicy"] == OFFSET_RESET
+            if trigger["bootstrapServers"] != env["CAPSTREAM_KAFKA_BOOTSTRAP"]:
+                problems.append(f"{name}: trigger bootstrap {trigger['bootstrapServers']} is not the worker's")
+            if trigger["offsetResetPolicy"] != OFFSET_RESET:
+                problems.append(f"{name}: trigger offsetResetPolicy is not {OFFSET_RESET}")
+    return problems
+
+
+def test_each_stage_scales_on_its_own_group_and_topic(
+    deployments: dict[str, Manifest], scaled_objects: dict[str, Manifest], env_of: Any
+) -> None:
+    assert scaling_problems(deployments, scaled_objects, env_of) == []
+    assert len(kafka_triggers(scaled_objects["capstream-embed"])) == 2  # captions and transcripts
+
+
+def _without_trigger(scaled_object: Manifest, group: str) -> Manifest:
+    spec = scaled_object["spec"]
+    kept = [t for t in spec["triggers"] if t.get("metadata", {}).get("consumerGroup") != group]
+    assert len(kept) < len(spec["triggers"]), group
+    return {**scaled_object, "spec": {**spec, "triggers": kept}}
+
+
+@pytest.mark.parametrize(
+    ("scaled_object", "group", "mention"),
+    [
+        (
+            "capstream-embed",
+            "capstream-embed-speech",
+            "no trigger on the lag of capstream-embed-speech on media.transcripts",
+        ),
+        ("capstream-index", "capstream-index-removals", "no trigger on the lag of capstream-index-removals"),
+        (
+            "capstream-transcribe",
+            "capstream-transcribe",
+            "no trigger on the lag of capstream-transcribe on media.speech",
+        ),
+    ],
+)
+def test_scaling_check_catches_a_group_without_a_trigger(
+    deployments: dict[str, Manifest],
+    scaled_objects: dict[str, Manifest],
+    env_of: Any,
+    scaled_object: str,
+    group: str,
+    mention: str,
+) -> None:
+    faulty = {**scaled_objects, scaled_object: _without_trigger(scaled_objects[scaled_object], group)}
+    problems = scaling_problems(deployments, faulty, env_of)
+    assert any(mention in p for p in problems), problems
 
 
 def test_max_replicas_within_partitions(scaled_objects: dict[str, Manifest], partitions: dict[str, int]) -> None:
@@ -453,9 +509,11 @@ def test_vllm_servers_serve_the_workers_models(
 ) -> None:
     services = of_kind(manifests, "Service")
     env_of(containers(deployments["capstream-caption"])[0])
-    caption, embed = CaptionSettings().serving, EmbedSettings().serving
-    for serving in (caption, embed):
-        assert serving.backend == "openai"
+    # Every model stage of the registry (caption, transcribe, embed), from the shared ConfigMap.
+    servings = [s.load_settings().serving for s in REGISTRY if issubclass(s.settings, ModelStageSettings)]
+    assert {s.stage for s in servings} >= {"caption", "transcribe", "embed"}
+    for serving in servings:
+        assert serving.backend == "openai", serving.stage
         url = re.fullmatch(r"http://([^:/]+):(\d+)/v1", serving.openai_url)
         assert url, serving.openai_url
         host, port = url.groups()
@@ -468,6 +526,21 @@ def test_vllm_servers_serve_the_workers_models(
         ]
         assert any("vllm:num_requests_waiting" in q for q in queries)
         assert all(f'model_name="{serving.served_name}"' in q for q in queries)
+
+
+def test_vllm_servers_run_the_release(deployments: dict[str, Manifest]) -> None:
+    """Every ``vllm serve`` container runs the tested vLLM release: its image, or one that
+    compose builds FROM it (Whisper's, with vLLM's audio extra; test_docker_compose holds that
+    build to the release)."""
+    built_on_release = {
+        str(svc["image"]).split(":", 1)[0]
+        for svc in cc.load(cc.COMPOSE)["services"].values()
+        if cc.runs_vllm_serve(svc) and (svc.get("build") or {}).get("args", {}).get("VLLM_IMAGE") == ev.VLLM_IMAGE
+    }
+    servers = [c for d in deployments.values() for c in containers(d) if c.get("command") == ["vllm", "serve"]]
+    assert len(servers) == 3
+    for server in servers:
+        assert server["image"] == ev.VLLM_IMAGE or server["image"] in built_on_release, server["image"]
 
 
 def test_search_service_serves_capstream_serve(
