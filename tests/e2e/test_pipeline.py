@@ -1,5 +1,7 @@
 """End to end: real broker, Redis, S3 and vLLM engines on CPU; media in, captions and
-embeddings out; duplicates do no new work; a corrupt file fails alone with a DLQ reason."""
+embeddings out; duplicates do no new work; a corrupt file fails alone with a DLQ reason; what
+is said in a video is found by search at its time, and silent or soundless media finish without
+transcript rows."""
 
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
 from schemas.progress import ObjectState
 from schemas.segments import SegmentBatch
+from schemas.speech import Transcript
+from tests.speech_media import no_audio_video, silent_video, spoken_video
 from workers.cli.submit import Submitted, submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.index.writer import SegmentIndex
 from workers.localstack import StackEndpoints
 from workers.offline_profile import offline_env
 from workers.runtime.kafka import read_topics
+from workers.samples import SPOKEN_SENTENCE, SPOKEN_WORD
 from workers.settings import DecodeSettings, IndexSettings, S3Settings
 from workers.state import ProgressStore, RedisKeys, ResultStore
 
@@ -50,6 +55,21 @@ def media(tmp_path: Path) -> dict[str, Path]:
     make_short_clip(paths["clip"], seconds=1.5)
     make_corrupt_file(paths["corrupt"])
     return paths
+
+
+@dataclass(frozen=True)
+class SpokenMedia:
+    paths: dict[str, Path]
+    voice: tuple[float, float]  # where the sentence is said in "spoken", media seconds
+
+
+@pytest.fixture
+def speech_media(tmp_path: Path) -> SpokenMedia:
+    paths = {name: tmp_path / f"{name}.mp4" for name in ("spoken", "silent", "soundless")}
+    voice = spoken_video(paths["spoken"], SPOKEN_SENTENCE, at_s=3.0, duration_s=8.0)
+    silent_video(paths["silent"], duration_s=4.0)
+    no_audio_video(paths["soundless"], duration_s=3.0)
+    return SpokenMedia(paths, voice)
 
 
 @dataclass
@@ -117,10 +137,10 @@ async def _committed_events(settings: S3Settings) -> int:
         await consumer.stop()
 
 
-async def test_pipeline_end_to_end(media: dict[str, Path], workers: Workers) -> None:
+async def test_pipeline_end_to_end(media: dict[str, Path], speech_media: SpokenMedia, workers: Workers) -> None:
     settings = S3Settings()
     offline = offline_env()
-    submitted = await submit(list(media.values()), settings)
+    submitted = await submit([*media.values(), *speech_media.paths.values()], settings)
     by_name = {Path(s.name).stem: s for s in submitted}
     names = {s.object_id: s.key for s in submitted}
     states = await wait_for(list(names), names, settings, timeout_s=300, show=False)
@@ -171,8 +191,60 @@ async def test_pipeline_end_to_end(media: dict[str, Path], workers: Workers) -> 
         assert indexed == expected, "index rows differ from the segments"
 
         await _duplicate_does_no_new_work(settings, by_name["montage"], redis, keys)
+        await _speech_is_searchable(settings, by_name, states, speech_media.voice, redis, keys)
     finally:
         await redis.aclose()
+
+
+async def _speech_is_searchable(
+    settings: S3Settings,
+    by_name: dict[str, Submitted],
+    states: dict[str, Any],
+    voice: tuple[float, float],
+    redis: Redis,
+    keys: RedisKeys,
+) -> None:
+    """The spoken video is done with its speech transcribed and embedded; a word of the
+    sentence finds it with a time range that holds the voice; silent and soundless media are
+    done with no transcript at all."""
+    spoken = by_name["spoken"].object_id
+    prog = states[spoken]
+    assert prog is not None and prog.state is ObjectState.DONE, prog
+    rows = await ResultStore(redis, keys).get(spoken)
+    assert prog.transcribed >= 1 and prog.segments_total == len(rows) == prog.captioned + prog.transcribed
+    transcripts = [Transcript.model_validate_json(v) for _, v in await _records(settings, settings.topic_transcripts)]
+    said = [t for t in transcripts if t.object_id == spoken]
+    assert len(said) == prog.transcribed and all(t.backend == "pocketsphinx" for t in said)
+    assert SPOKEN_WORD in " ".join(t.text for t in said).split(), [t.text for t in said]
+    for name in ("silent", "soundless"):
+        quiet = states[by_name[name].object_id]
+        assert quiet is not None and quiet.state is ObjectState.DONE and quiet.transcribed == 0, (name, quiet)
+        assert not [t for t in transcripts if t.object_id == by_name[name].object_id]
+
+    # As a user searches: `capstream search`, with the offline embed model.
+    assert await _indexed_segments({spoken}, {r.segment_id for r in rows}) == {r.segment_id for r in rows}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "workers.cli.main",
+            "search",
+            SPOKEN_WORD,
+            "--offline",
+            "--json",
+            "--modality",
+            "speech",
+        ],
+        env={**os.environ, **offline_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    hits = json.loads(out.stdout)
+    assert hits and hits[0]["object_id"] == spoken and hits[0]["modality"] == "speech", hits
+    assert hits[0]["start_s"] <= voice[0] + 0.5 <= hits[0]["end_s"], (hits[0], voice)  # where the voice begins
 
 
 async def _duplicate_does_no_new_work(settings: S3Settings, obj: Submitted, redis: Redis, keys: RedisKeys) -> None:

@@ -1,8 +1,9 @@
 """``capstream demo``: the whole pipeline on sample media, offline, on this machine.
 
-Starts a private local stack on free ports, runs every stage (decode, caption, embed, index)
-in a child process with the offline CPU models, submits the media, waits, prints the results,
-and stops all of it.
+Starts a private local stack on free ports, runs every stage (decode, caption, transcribe,
+embed, index) in a child process with the offline CPU models, submits the media, waits, prints
+the results, searches for a word said in the spoken sample (``capstream search WORD --modality
+speech``, as a user would type it) and prints the hit with its time, and stops all of it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from workers.cli.submit import submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
 from workers.localstack import start_stack, stop_stack
 from workers.offline_profile import offline_env
-from workers.samples import sample_paths
+from workers.samples import SPOKEN_SAMPLE, SPOKEN_WORD, sample_paths
 from workers.settings import S3Settings
 from workers.state.object_report import object_report
 
@@ -61,6 +62,8 @@ def cmd_demo(paths: list[Path], as_json: bool, timeout_s: float, keep: bool) -> 
                 f"demo: {sum(r['state'] == 'done' for r in reports)}/{len(reports)} objects done "
                 f"in {time.monotonic() - started:.1f}s"
             )
+        if ok and any(p.name == SPOKEN_SAMPLE for p in media):
+            ok = _search_spoken_word(show=not as_json)
     finally:
         stop_worker(workers)
         stop_stack(data_dir)
@@ -69,6 +72,35 @@ def cmd_demo(paths: list[Path], as_json: bool, timeout_s: float, keep: bool) -> 
         else:
             sys.stderr.write(f"demo: logs kept in {data_dir / 'logs'}\n")
     return 0 if ok else 1
+
+
+def _search_spoken_word(show: bool, timeout_s: float = 30.0) -> bool:
+    """``capstream search WORD --modality speech``: True once the spoken sample is a hit (the
+    index commits a second or so after an object is done)."""
+    command = ["search", SPOKEN_WORD, "--modality", "speech", "--offline", "--json"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(
+            [sys.executable, "-m", "workers.cli.main", *command],
+            env={**os.environ, **offline_env()},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        hits = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else []
+        found = [h for h in hits if str(h.get("key", "")).endswith(SPOKEN_SAMPLE)]
+        if found or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if show:
+        from workers.cli.search import format_hits
+        from workers.search.query import SearchHit
+
+        print(f"\n$ capstream {' '.join(command[:4])}")
+        print(format_hits([SearchHit.model_validate(h) for h in hits]))
+    if not found:
+        sys.stderr.write(f"demo: the spoken word {SPOKEN_WORD!r} was not found ({out.stderr[-1000:]})\n")
+    return bool(found)
 
 
 async def _run(
