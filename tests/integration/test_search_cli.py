@@ -53,7 +53,20 @@ def test_json_hits_with_the_vllm_engine_and_an_over_long_query(index_dir: Path, 
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)
     assert isinstance(hits, list) and len(hits) == 3
-    assert set(hits[0]) == {"object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "score"}
+    assert set(hits[0]) == {
+        "object_id",
+        "segment_id",
+        "uri",
+        "bucket",
+        "key",
+        "start_s",
+        "end_s",
+        "caption",
+        "score",
+        "modality",
+        "language",
+        "also",
+    }
     assert hits[0]["segment_id"] == CAT.segment_id and hits[0]["start_s"] == 0.0 and hits[0]["end_s"] == 5.0
     assert "query truncated to the model's limit (256 tokens)" in out.stderr
 

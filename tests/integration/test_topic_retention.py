@@ -18,8 +18,10 @@ pytestmark = pytest.mark.integration
 
 
 def _settings(unique: str) -> BridgeSettings:
-    names = ("objects", "segments", "captions", "embeddings", "removals", "filer_events")
-    return BridgeSettings.model_validate({f"topic_{n}": f"ret-{unique}.{n}" for n in names})
+    # Every topic of the pipeline under this test's own names: a shared name (media.speech) may
+    # already exist on the session's broker, made by another test with the broker's defaults.
+    fields = [f for f, info in BridgeSettings.model_fields.items() if f.startswith("topic_") and info.annotation is str]
+    return BridgeSettings.model_validate({f: f"ret-{unique}.{f.removeprefix('topic_')}" for f in fields})
 
 
 async def _describe(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
