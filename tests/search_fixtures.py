@@ -15,6 +15,7 @@ import lancedb
 import pyarrow as pa
 from PIL import Image
 
+from workers.access.collections import UNFILED, Collections
 from workers.decode.thumbnail import make_thumbnail
 from workers.index.table import row_schema
 from workers.models.offline import minilm_model_dir
@@ -79,6 +80,11 @@ def embed(texts: list[str]) -> list[list[float]]:
     return [list(map(float, v)) for v in vectors]
 
 
+# The collections the rows are filed under (as the index worker files them), for scoped keys.
+COLLECTIONS_ENV = "kitchen=media/long/;clips=media/clips/;archive=archive"
+COLLECTIONS = Collections.parse(COLLECTIONS_ENV)
+
+
 def thumbnail(colour: tuple[int, int, int]) -> bytes:
     return make_thumbnail(Image.new("RGB", (320, 180), colour))
 
@@ -102,6 +108,7 @@ def rows(docs: list[Doc]) -> list[dict[str, Any]]:
             "caption_model": "capstream/test-captions",
             "modality": d.modality,
             "language": d.language,
+            "collection": COLLECTIONS.of(d.bucket, d.key) or UNFILED,
             "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
             "vector": v,
             "thumbnail": thumbnail(d.colour),

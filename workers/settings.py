@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.access.collections import Collections
+
 Backend = Literal["vllm", "openai"]
 # Qwen3-Embedding's query format (model card); the task names what the search retrieves.
 QWEN3_QUERY_INSTRUCTION = "Instruct: Given a search query, retrieve the video moments it describes\nQuery:{query}"
@@ -58,6 +60,15 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Tansu and old brokers reject InitProducerId v3+; Apache Kafka supports it.
     producer_idempotence: bool = False
+    collections: str = Field(
+        default="", description="collections, `name=bucket[/prefix],...;name2=...`; unset = one `default` of everything"
+    )
+    collections_file: str = Field(
+        default="", description="a TOML file of collections (wins over CAPSTREAM_COLLECTIONS)"
+    )
+
+    def collection_rules(self) -> Collections:
+        return Collections.load(self.collections, self.collections_file)
 
 
 class S3Settings(CommonSettings):
@@ -365,3 +376,8 @@ class SearchSettings(IndexSettings, EmbedSettings):
     search_presign_expiry_s: int = Field(default=3600, ge=1, description="lifetime of the page's media links")
     serve_host: str = Field(default="127.0.0.1", description="`capstream serve` listen address")
     serve_port: int = Field(default=8686, ge=1, le=65535, description="`capstream serve` port")
+    serve_auth: bool = Field(
+        default=True, description="require an API key on every route but /healthz and the page; false only on loopback"
+    )
+    serve_rate_limit_per_min: int = Field(default=600, ge=0, description="requests per API key per minute; 0 = off")
+    serve_cors_origins: str = Field(default="", description="origins allowed by CORS, comma-separated; unset = off")

@@ -1,5 +1,6 @@
 """``capstream serve`` as a subprocess (offline MiniLM on vLLM, the test stack's Redis and S3,
-a LanceDB table in a tmp dir): the JSON API, then the page in headless Chromium."""
+a LanceDB table in a tmp dir): API keys scoped to collections over every route, the JSON API,
+then the page in headless Chromium with a key."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.search_fixtures import DOCS, TABLE, build_table
+from tests.search_fixtures import COLLECTIONS, COLLECTIONS_ENV, DOCS, TABLE, build_table
+from workers.access.api_keys import ApiKeyStore
 from workers.localstack import StackEndpoints, free_port
 from workers.offline_profile import offline_env
 from workers.state import ProgressStore, RedisKeys
@@ -29,7 +31,9 @@ pytestmark = pytest.mark.e2e  # the real vLLM MiniLM engine embeds the queries
 ROOT = Path(__file__).resolve().parents[2]
 CAT = next(d for d in DOCS if d.key == "clips/cat.mp4" and d.index == 0)
 MEDIA = b"not really a video, but the bytes the link must return"
-HIT_FIELDS = {"object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "score"}
+STOCK = next(d for d in DOCS if d.key == "other/stock.mp4")  # the archive collection's
+HIT_FIELDS = {"object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "score", "collection"}
+RATE_LIMIT = 60
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -38,6 +42,10 @@ class Server:
     url: str
     prefix: str
     artifacts: Path
+    tokens: dict[str, str]  # every (all collections), clips, archive, revoked, limited
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
 
 
 def _upload(stack: StackEndpoints, key: str, body: bytes) -> None:
@@ -51,12 +59,22 @@ def _upload(stack: StackEndpoints, key: str, body: bytes) -> None:
     client.put_object(Bucket=stack.bucket, Key=key, Body=body)
 
 
-async def _progress(stack: StackEndpoints, prefix: str) -> None:
+async def _progress_and_keys(stack: StackEndpoints, prefix: str) -> dict[str, str]:
     redis = Redis.from_url(stack.redis_url)
     try:
         store = ProgressStore(redis, RedisKeys(prefix))
         await store.start(CAT.object_id, f"s3://{CAT.bucket}/{CAT.key}")
         await store.set_total(CAT.object_id, 2)
+        keys = ApiKeyStore(redis, RedisKeys(prefix))
+        tokens = {
+            "every": (await keys.create(COLLECTIONS.names, "tests"))[1],
+            "clips": (await keys.create(["clips"], "A"))[1],
+            "archive": (await keys.create(["archive"], "B"))[1],
+            "limited": (await keys.create(["clips"], "rate"))[1],
+        }
+        revoked, tokens["revoked"] = await keys.create(["clips"], "gone")
+        assert await keys.revoke(revoked.key_id)
+        return tokens
     finally:
         await redis.aclose()
 
@@ -68,7 +86,7 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
     assert CAT.bucket == stack.bucket
     _upload(stack, CAT.key, MEDIA)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    asyncio.run(_progress(stack, prefix))
+    tokens = asyncio.run(_progress_and_keys(stack, prefix))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPSTREAM_", "AWS_"))}
     env |= (
@@ -80,6 +98,8 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
             "CAPSTREAM_INDEX_TABLE": TABLE,
             "CAPSTREAM_KEY_PREFIX": prefix,
             "CAPSTREAM_LOG_LEVEL": "WARNING",
+            "CAPSTREAM_COLLECTIONS": COLLECTIONS_ENV,
+            "CAPSTREAM_SERVE_RATE_LIMIT_PER_MIN": str(RATE_LIMIT),
         }
     )
     log = (base / "serve.log").open("wb")
@@ -102,7 +122,7 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
                 pass
             assert time.monotonic() < deadline, "capstream serve did not come up"
             time.sleep(0.5)
-        yield Server(url, prefix, base)
+        yield Server(url, prefix, base, tokens)
     finally:
         proc.terminate()
         try:
@@ -114,15 +134,18 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_healthz_and_openapi(server: Server) -> None:
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "indexed_rows": len(DOCS)}
-    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "indexed_rows": len(DOCS), "auth": True}
+    spec = httpx.get(f"{server.url}/openapi.json", headers=server.auth("every")).json()
     assert {"/search", "/objects/{object_id}", "/thumbnails/{segment_id}", "/healthz"} <= set(spec["paths"])
     params = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
     assert {"q", "k", "mode", "bucket", "prefix"} <= params
 
 
 def test_search_json_and_media_link(server: Server) -> None:
-    resp = httpx.get(f"{server.url}/search", params={"q": "a kitten playing with yarn", "k": 3}, timeout=60)
+    every = server.auth("every")
+    resp = httpx.get(
+        f"{server.url}/search", params={"q": "a kitten playing with yarn", "k": 3}, headers=every, timeout=60
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["mode"] == "hybrid" and body["truncated"] is False and len(body["hits"]) == 3
@@ -131,25 +154,95 @@ def test_search_json_and_media_link(server: Server) -> None:
     assert top["media_url"].endswith("#t=0.000,5.000")
     media = httpx.get(top["media_url"].split("#", 1)[0])  # the presigned link really serves the object
     assert media.status_code == 200 and media.content == MEDIA
-    thumb = httpx.get(f"{server.url}{top['thumbnail_url']}")
+    thumb = httpx.get(f"{server.url}{top['thumbnail_url']}", headers=every)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.headers["x-content-type-options"] == "nosniff" and "private" in thumb.headers["cache-control"]
     assert thumb.content[:3] == b"\xff\xd8\xff"
 
-    filtered = httpx.get(f"{server.url}/search", params={"q": "market", "bucket": "archive", "mode": "text"}).json()
+    filtered = httpx.get(
+        f"{server.url}/search", params={"q": "market", "bucket": "archive", "mode": "text"}, headers=every
+    ).json()
     assert filtered["hits"] and {h["bucket"] for h in filtered["hits"]} == {"archive"}
-    long_q = httpx.get(f"{server.url}/search", params={"q": "kitten " + "very " * 2000, "k": 1}, timeout=60).json()
+    long_q = httpx.get(
+        f"{server.url}/search", params={"q": "kitten " + "very " * 2000, "k": 1}, headers=every, timeout=60
+    ).json()
     # Cut to the model's limit, the query is "kitten" and 255 x "very": a kitten hit still leads.
     assert long_q["truncated"] is True and long_q["hits"][0]["object_id"] == CAT.object_id
-    assert httpx.get(f"{server.url}/search", params={"q": "  "}).status_code == 422
+    assert httpx.get(f"{server.url}/search", params={"q": "  "}, headers=every).status_code == 422
 
 
 def test_objects_progress_and_segments(server: Server) -> None:
-    body = httpx.get(f"{server.url}/objects/{CAT.object_id}").json()
+    every = server.auth("every")
+    body = httpx.get(f"{server.url}/objects/{CAT.object_id}", headers=every).json()
     assert body["progress"]["state"] == "decoded" and body["progress"]["segments_total"] == 2
     assert [s["segment_index"] for s in body["indexed"]] == [0, 1]
     assert body["indexed"][0]["segment_id"] == CAT.segment_id and body["indexed"][0]["end_s"] == 5.0
-    assert httpx.get(f"{server.url}/objects/{uuid.uuid4()}").status_code == 404
-    assert httpx.get(f"{server.url}/thumbnails/not-a-uuid").status_code == 404
+    assert httpx.get(f"{server.url}/objects/{uuid.uuid4()}", headers=every).status_code == 404
+    assert httpx.get(f"{server.url}/thumbnails/not-a-uuid", headers=every).status_code == 404
+
+
+# -- authorization matrix: key A (clips), key B (archive), a revoked key, no key, a forged key --
+NO_ACCESS = ["none", "revoked", "forged"]
+
+
+@pytest.mark.parametrize(
+    "route", ["/search?q=kitten", f"/objects/{CAT.object_id}", "/thumbnails/{cat}", "/openapi.json"]
+)
+@pytest.mark.parametrize("who", NO_ACCESS)
+def test_no_valid_key_gets_401_on_every_data_route(server: Server, route: str, who: str) -> None:
+    headers = server.auth(who)
+    if who == "forged":  # a well-formed token of a real key id with another secret
+        headers = {"Authorization": server.auth("clips")["Authorization"][:-4] + "AAAA"}
+    resp = httpx.get(server.url + route.format(cat=CAT.segment_id), headers=headers, timeout=60)
+    assert resp.status_code == 401, resp.text
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(f"{server.url}/healthz", headers=headers).status_code == 200  # the one open route
+
+
+@pytest.mark.parametrize(
+    ("who", "query", "hidden"),
+    [("clips", "stock market traders kitten", "archive"), ("archive", "kitten yarn sofa skiers", "clips")],
+)
+def test_search_sees_only_the_keys_collections(server: Server, who: str, query: str, hidden: str) -> None:
+    for mode in ("hybrid", "text", "vector"):
+        body = httpx.get(
+            f"{server.url}/search",
+            params={"q": query, "k": 50, "mode": mode, "per_object": 0},
+            headers=server.auth(who),
+            timeout=60,
+        ).json()
+        assert body["hits"], (who, mode)
+        assert {h["collection"] for h in body["hits"]} == {who}, (who, mode)
+        wanted = {d.segment_id for d in DOCS if COLLECTIONS.of(d.bucket, d.key) == who}
+        assert {h["segment_id"] for h in body["hits"]} <= wanted
+        for hit in body["hits"]:  # links only to the key's own objects
+            assert hit["media_url"] is None or f"/{hit['bucket']}/" in hit["media_url"]
+            assert COLLECTIONS.of(hit["bucket"], hit["key"]) != hidden
+
+
+def test_objects_and_thumbnails_of_another_collection_are_404(server: Server) -> None:
+    a, b = server.auth("clips"), server.auth("archive")
+    assert httpx.get(f"{server.url}/objects/{CAT.object_id}", headers=a).status_code == 200
+    other = httpx.get(f"{server.url}/objects/{CAT.object_id}", headers=b)
+    missing = httpx.get(f"{server.url}/objects/{uuid.uuid4()}", headers=b)
+    assert other.status_code == missing.status_code == 404 and other.json() == missing.json()  # no existence leak
+    assert httpx.get(f"{server.url}/objects/{STOCK.object_id}", headers=b).status_code == 200
+    assert httpx.get(f"{server.url}/objects/{STOCK.object_id}", headers=a).status_code == 404
+    assert httpx.get(f"{server.url}/thumbnails/{CAT.segment_id}", headers=a).status_code == 200
+    assert httpx.get(f"{server.url}/thumbnails/{CAT.segment_id}", headers=b).status_code == 404
+    assert httpx.get(f"{server.url}/thumbnails/{STOCK.segment_id}", headers=a).status_code == 404
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(server: Server) -> None:
+    url, headers = f"{server.url}/objects/{uuid.uuid4()}", server.auth("limited")
+    codes = [httpx.get(url, headers=headers).status_code for _ in range(RATE_LIMIT)]
+    over = httpx.get(url, headers=headers)
+    # The window may turn over during the burst: then the 61st is still a 404 and one more try is over.
+    if over.status_code != 429:
+        over = next(r for r in (httpx.get(url, headers=headers) for _ in range(RATE_LIMIT)) if r.status_code == 429)
+    assert set(codes) <= {404, 429} and over.status_code == 429
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+    assert httpx.get(url, headers=server.auth("clips")).status_code == 404  # other keys are not limited
 
 
 def test_page_in_headless_chromium(server: Server) -> None:
@@ -180,6 +273,11 @@ def test_page_in_headless_chromium(server: Server) -> None:
         driver.get(server.url + "/")
         box = driver.find_element(By.ID, "q")
         box.send_keys("a kitten playing with yarn")
+        box.submit()  # without a key: refused
+        WebDriverWait(driver, 30).until(lambda d: "API key is required" in d.find_element(By.ID, "status").text)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#hits .hit")
+        assert not driver.find_element(By.ID, "noauth").is_displayed()
+        driver.find_element(By.ID, "key").send_keys(server.tokens["every"])
         box.submit()
         hits = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#hits .hit"))
         WebDriverWait(driver, 30).until(

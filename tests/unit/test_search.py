@@ -61,10 +61,12 @@ def test_hit_json_shape(table: Any) -> None:
         "caption",
         "modality",
         "language",
+        "collection",
         "score",
         "also",
     }
     assert hit.uri == "s3://media/clips/cat.mp4" and hit.object_id == CAT.object_id
+    assert hit.collection == "clips"
 
 
 @pytest.mark.impure

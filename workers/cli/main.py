@@ -85,6 +85,21 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP search API and page (FastAPI)")
     sv.add_argument("--host", help="default CAPSTREAM_SERVE_HOST (127.0.0.1)")
     sv.add_argument("--port", type=int, help="default CAPSTREAM_SERVE_PORT (8686)")
+    sv.add_argument(
+        "--no-auth", action="store_true", help="no API keys: every caller sees everything (loopback addresses only)"
+    )
+    ky = sub.add_parser("keys", help="API keys of `capstream serve`: create, list, revoke")
+    ky_sub = ky.add_subparsers(dest="keys_action", required=True)
+    ky_create = ky_sub.add_parser("create", help="a new key for some collections (its token is shown once)")
+    ky_create.add_argument("--collection", action="append", required=True, help="repeat for several")
+    ky_create.add_argument("--name", default="", help="what the key is for")
+    ky_sub.add_parser("list", help="every key: id, name, collections, created, revoked")
+    ky_revoke = ky_sub.add_parser("revoke", help="revoke a key (takes effect on its next request)")
+    ky_revoke.add_argument("key_id")
+    for p in (ky_create, ky_sub.choices["list"], ky_revoke):
+        p.add_argument("--json", action="store_true")
+    co = sub.add_parser("collections", help="the configured collections and their sources")
+    co.add_argument("--json", action="store_true")
     for p in (se, sv):
         p.add_argument("--offline", action="store_true", help="embed queries with the offline CPU model (MiniLM)")
 
@@ -162,6 +177,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.segments import cmd_segments
 
         return cmd_segments(args.file, args.json)
+    if cmd == "collections":
+        from workers.cli.keys import cmd_collections
+
+        return cmd_collections(args.json)
     if cmd == "demo":
         from workers.cli.demo import cmd_demo
 
@@ -192,6 +211,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.reconcile import cmd_reconcile
 
         return asyncio.run(cmd_reconcile(args.json))
+    if cmd == "keys":
+        from workers.cli.keys import cmd_keys
+
+        return asyncio.run(cmd_keys(args.keys_action, args))
     if cmd == "results":
         from workers.cli.inspect import cmd_results
 
@@ -218,7 +241,7 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.search import cmd_serve
 
         _offline_env(args.offline)
-        return cmd_serve(args.host, args.port)
+        return cmd_serve(args.host, args.port, args.no_auth)
     raise AssertionError(cmd)
 
 

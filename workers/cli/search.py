@@ -101,16 +101,33 @@ async def cmd_search(q: str, as_json: bool, **options: Any) -> int:
     return 0
 
 
-def cmd_serve(host: str | None, port: int | None) -> int:
+def cmd_serve(host: str | None, port: int | None, no_auth: bool = False) -> int:
     import uvicorn
 
     from workers.search.api import create_app
 
     settings = SearchSettings()
+    settings = settings.model_copy(
+        update={
+            "serve_host": host or settings.serve_host,
+            "serve_port": port or settings.serve_port,
+            "serve_auth": settings.serve_auth and not no_auth,
+        }
+    )
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        sys.stderr.write(f"capstream serve: {exc}\n")
+        return 2
+    if not settings.serve_auth:
+        sys.stderr.write(
+            f"capstream serve: AUTHENTICATION IS OFF (--no-auth): anyone who reaches "
+            f"{settings.serve_host}:{settings.serve_port} sees every collection\n"
+        )
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
+        app,
+        host=settings.serve_host,
+        port=settings.serve_port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

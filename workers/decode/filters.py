@@ -1,4 +1,5 @@
-"""Which events the decode worker acts on: bucket allow-list, key prefix/suffix and content type.
+"""Which events the decode worker acts on: bucket allow-list, key prefix/suffix, content type
+and membership of a configured collection (workers/access/collections.py).
 
 A filtered event is a decision, not an error: it is counted, logged and shown as `skipped` in
 progress (with the filter that declined it), never dead-lettered. A declared size over
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from schemas.events import ObjectCreated
+from workers.access.collections import Collections
 from workers.settings import DecodeSettings, comma_list
 
 
@@ -23,16 +25,20 @@ class EventFilter:
     content_types: tuple[str, ...] = ()  # lower case glob patterns, e.g. video/*
     max_bytes: int | None = None
     settings_text: dict[str, str] | None = None  # filter code -> its configured value, for messages
+    collections: Collections | None = None  # configured collections: an object in none is skipped
 
     @classmethod
     def from_settings(cls, settings: DecodeSettings) -> EventFilter:
+        rules = settings.collection_rules()
         return cls(
             buckets=frozenset(comma_list(settings.filter_buckets)),
             key_prefixes=comma_list(settings.filter_key_prefixes),
             key_suffixes=tuple(s.lower() for s in comma_list(settings.filter_key_suffixes)),
             content_types=tuple(s.lower() for s in comma_list(settings.filter_content_types)),
             max_bytes=settings.max_object_bytes,
+            collections=rules if rules.configured else None,
             settings_text={
+                "collection": f"in no collection of {rules.describe()}",
                 "bucket": f"CAPSTREAM_FILTER_BUCKETS={settings.filter_buckets}",
                 "key_prefix": f"CAPSTREAM_FILTER_KEY_PREFIXES={settings.filter_key_prefixes}",
                 "key_suffix": f"CAPSTREAM_FILTER_KEY_SUFFIXES={settings.filter_key_suffixes}",
@@ -53,6 +59,8 @@ class EventFilter:
                 return "key_prefix"
             if self.key_suffixes and not obj.key.lower().endswith(self.key_suffixes):
                 return "key_suffix"
+        if self.collections is not None and self.collections.of(obj.bucket, obj.key) is None:
+            return "collection"
         if self.content_types and obj.content_type:
             # Events that do not carry a content type (AWS S3 records) pass: use suffixes for those.
             mime = obj.content_type.split(";", 1)[0].strip().lower()

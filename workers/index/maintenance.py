@@ -36,6 +36,7 @@ log = structlog.get_logger("capstream.index")
 # building all three took 0.1 s. Bucket has few values (bitmap), the others many (B-tree).
 _SCALAR_INDEXES: tuple[tuple[str, Literal["BTREE", "BITMAP"]], ...] = (
     ("bucket", "BITMAP"),
+    ("collection", "BITMAP"),
     ("object_id", "BTREE"),
     ("key", "BTREE"),
 )

@@ -54,6 +54,7 @@ def row_schema(dim: int) -> pa.Schema:
             pa.field("caption_model", pa.string(), nullable=False),
             pa.field("modality", pa.string(), nullable=False),  # visual, speech or page (schemas.embeddings)
             pa.field("language", pa.string()),  # a transcript's language
+            pa.field("collection", pa.string(), nullable=False),  # workers/access/collections.py
             pa.field("embedding_model", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("thumbnail", pa.binary()),
@@ -64,7 +65,13 @@ def row_schema(dim: int) -> pa.Schema:
 
 # Columns added since the first tables were made, with the value old rows get (a SQL
 # expression): ``add_missing_columns`` brings an older table up to ``row_schema``.
-ADDED_COLUMNS: dict[str, str] = {"modality": "'visual'", "language": "CAST(NULL AS STRING)"}
+# Rows from before collections existed are the implicit `default` collection's; `capstream
+# reindex` re-files them under configured collections.
+ADDED_COLUMNS: dict[str, str] = {
+    "modality": "'visual'",
+    "language": "CAST(NULL AS STRING)",
+    "collection": "'default'",
+}
 
 
 def add_missing_columns(table: Any) -> list[str]:

@@ -27,6 +27,7 @@ import structlog
 
 from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
+from workers.access.collections import UNFILED
 from workers.index.generations import IndexGeneration, TablePointer, configured_generation
 from workers.index.table import (
     add_missing_columns,
@@ -87,7 +88,7 @@ def dim_mismatch(embedding: Embedding, table_dim: int, table_name: str) -> Perma
     )
 
 
-def to_row(e: Embedding, indexed_at: datetime) -> dict[str, Any]:
+def to_row(e: Embedding, indexed_at: datetime, collection: str) -> dict[str, Any]:
     return {
         "segment_id": e.segment_id,
         "embedding_id": e.embedding_id,
@@ -103,6 +104,7 @@ def to_row(e: Embedding, indexed_at: datetime) -> dict[str, Any]:
         "caption_model": e.caption_model,
         "modality": e.modality,
         "language": e.language,
+        "collection": collection,
         "embedding_model": e.model,
         "vector": e.vector,
         "thumbnail": e.thumbnail or None,
@@ -127,6 +129,7 @@ class SegmentIndex:
         self._pointer: TablePointer | None = None
         self._table: Any = None
         self._removals: Any = None
+        self.collections = settings.collection_rules()
 
     @property
     def table_name(self) -> str:
@@ -232,7 +235,11 @@ class SegmentIndex:
             batch = [e for e in batch if e.object_id not in dead]
         if batch:
             now = datetime.now(UTC)
-            data = pa.Table.from_pylist([to_row(e, now) for e in batch], schema=table.schema)
+            data = pa.Table.from_pylist(
+                # An object in no collection (indexed before the rules changed) is seen by no key.
+                [to_row(e, now, self.collections.of(e.bucket, e.key) or UNFILED) for e in batch],
+                schema=table.schema,
+            )
             self._retry_conflicts(
                 lambda: (
                     table.merge_insert("segment_id")

@@ -6,7 +6,12 @@ to the routes that serve them).
   the segment, ``#t=start,end``), and whether the query was truncated.
 - ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
 - ``GET /thumbnails/{segment_id}``: the segment's JPEG thumbnail.
-- ``GET /healthz``; ``GET /openapi.json`` and ``/docs`` (FastAPI's own); ``GET /``: the page.
+- ``GET /healthz`` (no key needed: status, row count, whether keys are required);
+  ``GET /openapi.json``; ``GET /``: the page (a static shell that asks for a key).
+
+Every route but ``/healthz`` and the page needs an API key (``workers.search.auth``) and sees
+only the key's collections: search filters on them inside the store, another collection's
+object or thumbnail is a 404.
 """
 
 from __future__ import annotations
@@ -20,17 +25,21 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.embeddings import Modality
+from workers.access.api_keys import ApiKeyStore
 from workers.index.table import sql_literal
 from workers.s3_client import s3_client
+from workers.search.auth import Authenticator, Authorized, Caller, is_loopback
 from workers.search.query import Mode, SearchHit, SearchQuery
 from workers.search.searcher import Searcher
-from workers.settings import SearchSettings
+from workers.settings import SearchSettings, comma_list
+from workers.state.keys import RedisKeys
 from workers.state.object_report import object_report
 
 log = structlog.get_logger(__name__)
@@ -70,6 +79,7 @@ class ObjectResponse(BaseModel):
 class Health(BaseModel):
     status: str
     indexed_rows: int | None
+    auth: bool  # False: --no-auth, every caller sees everything
 
 
 class App:
@@ -91,12 +101,26 @@ class App:
         )
         return f"{url}#t={hit.start_s:.3f},{hit.end_s:.3f}"
 
-    def rows(self, where: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
+    def rows(self, where: str, columns: list[str], limit: int, caller: Caller) -> list[dict[str, Any]]:
+        """Rows matching ``where`` in the caller's collections."""
         table = self.searcher.open_table()
         if table is None:
             return []
+        if caller.collections is not None:
+            if "collection" in table.schema.names:
+                scope = f"collection IN ({', '.join(sql_literal(c) for c in caller.collections)})"
+                where = f"({where}) AND {scope}"
+            elif "default" not in caller.collections:
+                return []  # a table from before collections: every row is the default collection's
         rows: list[dict[str, Any]] = table.search().where(where).select(columns).limit(limit).to_list()
         return rows
+
+    def source_collection(self, source_uri: str) -> str | None:
+        """The collection of an object that may not be indexed yet, from its source's rules."""
+        bucket, key = None, None
+        if source_uri.startswith("s3://"):
+            bucket, _, key = source_uri.removeprefix("s3://").partition("/")
+        return self.settings.collection_rules().of(bucket, key)
 
 
 def _segment_id(value: str) -> str:
@@ -108,7 +132,10 @@ def _segment_id(value: str) -> str:
 
 def create_app(settings: SearchSettings | None = None, searcher: Searcher | None = None) -> FastAPI:
     settings = settings or SearchSettings()
+    if not settings.serve_auth and not is_loopback(settings.serve_host):
+        raise ValueError(f"--no-auth is only for a loopback address, not {settings.serve_host}")
     state = App(settings, searcher or Searcher(settings))
+    authenticator = Authenticator(settings.serve_auth, settings.serve_rate_limit_per_min)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -117,14 +144,30 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             stack.push_async_callback(state.searcher.close)
             state.redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(state.redis.aclose)
+            authenticator.store = ApiKeyStore(state.redis, RedisKeys(settings.key_prefix))
             state.s3 = await stack.enter_async_context(s3_client(settings))
-            log.info("serve.ready", index=settings.index_uri, table=settings.index_table)
+            if settings.serve_auth:
+                log.info("serve.ready", index=settings.index_uri, table=settings.index_table, auth=True)
+            else:
+                log.warning("serve.ready.NO_AUTH", index=settings.index_uri, auth=False, host=settings.serve_host)
             yield
 
-    app = FastAPI(title="capstream search", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="capstream search", version="1", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
+    app.state.authenticator = authenticator
+    if origins := comma_list(settings.serve_cors_origins):
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(origins), allow_methods=["GET"], allow_headers=["Authorization"]
+        )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_: Authorized) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/search", response_model=SearchResponse)
     async def search(
+        caller: Authorized,
         q: Annotated[str, Query(description="what to look for")] = "",
         k: Annotated[int | None, Query(ge=1, le=200)] = None,
         mode: Mode | None = None,
@@ -146,6 +189,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
                 per_object=settings.search_per_object if per_object is None else per_object,
                 modality=modality,
                 merge=merge,
+                collections=caller.collections,
             )
         except ValidationError as exc:
             raise HTTPException(status_code=422, detail=str(exc.errors()[0]["msg"])) from None
@@ -164,7 +208,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         )
 
     @app.get("/objects/{object_id}", response_model=ObjectResponse)
-    async def get_object(object_id: str) -> ObjectResponse:
+    async def get_object(object_id: str, caller: Authorized) -> ObjectResponse:
         progress, error = None, None
         try:
             assert state.redis is not None
@@ -172,27 +216,31 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         except RedisError as exc:
             error = f"progress unavailable: {type(exc).__name__}"
         columns = list(IndexedSegment.model_fields)
-        rows = await asyncio.to_thread(state.rows, f"object_id = {sql_literal(object_id)}", columns, 100_000)
+        rows = await asyncio.to_thread(state.rows, f"object_id = {sql_literal(object_id)}", columns, 100_000, caller)
+        if progress is not None and not rows and not caller.may_see(state.source_collection(progress["source_uri"])):
+            progress = None  # another collection's object: answered as one that does not exist
         if progress is None and error is None and not rows:
             raise HTTPException(status_code=404, detail="no such object")
         indexed = sorted((IndexedSegment(**{c: r[c] for c in columns}) for r in rows), key=lambda s: s.segment_index)
         return ObjectResponse(object_id=object_id, progress=progress, progress_error=error, indexed=indexed)
 
     @app.get("/thumbnails/{segment_id}", response_class=Response)
-    async def thumbnail(segment_id: str) -> Response:
+    async def thumbnail(segment_id: str, caller: Authorized) -> Response:
         sid = _segment_id(segment_id)
-        rows = await asyncio.to_thread(state.rows, f"segment_id = {sql_literal(sid)}", ["thumbnail"], 1)
+        rows = await asyncio.to_thread(state.rows, f"segment_id = {sql_literal(sid)}", ["thumbnail"], 1, caller)
         if not rows or not rows[0]["thumbnail"]:
             raise HTTPException(status_code=404, detail="no thumbnail")
         return Response(
-            content=rows[0]["thumbnail"], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"}
+            content=rows[0]["thumbnail"],
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         table = await asyncio.to_thread(state.searcher.open_table)
         rows = None if table is None else await asyncio.to_thread(table.count_rows)
-        return Health(status="ok", indexed_rows=rows)
+        return Health(status="ok", indexed_rows=rows, auth=settings.serve_auth)
 
     page = files("workers.search").joinpath("static/index.html").read_text()
 

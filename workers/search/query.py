@@ -27,7 +27,7 @@ or the store runs out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -43,7 +43,19 @@ REFINE_FACTOR = 5
 DISTANCE = "cosine"  # embeddings are compared by cosine; vector score = 1 - distance
 FETCH_FACTOR = 4  # first over-fetch: k * this rows per leg
 MAX_FETCH = 2000  # never ask one leg for more rows than this
-HIT_COLUMNS = ["object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "modality", "language"]
+HIT_COLUMNS = [
+    "object_id",
+    "segment_id",
+    "uri",
+    "bucket",
+    "key",
+    "start_s",
+    "end_s",
+    "caption",
+    "modality",
+    "language",
+    "collection",
+]
 # Hits of one object closer than this in time are one moment (a caption and what was said then).
 MERGE_GAP_S = 0.5
 
@@ -63,6 +75,9 @@ class SearchQuery(BaseModel):
     modality: Modality | None = Field(default=None, description="only rows of this kind: visual, speech or page")
     merge: bool = Field(
         default=True, description="fold a lower hit of another modality at the same moment into the hit"
+    )
+    collections: list[str] | None = Field(
+        default=None, min_length=1, description="only rows of these collections (an API key's scope); None = all"
     )
 
     @field_validator("q")
@@ -97,12 +112,18 @@ class SearchHit(BaseModel):
     caption: str  # the caption, or the transcript when modality is speech
     modality: Modality = "visual"
     language: str | None = None
+    collection: str | None = None
     score: float
     also: list[MomentText] = Field(default_factory=list, description="rows of other modalities at this moment")
 
 
-def where_clause(query: SearchQuery) -> str | None:
-    """The filters of ``query`` as one SQL predicate, or None without filters."""
+def where_clause(query: SearchQuery, table_columns: Collection[str] | None = None) -> str | None:
+    """The filters of ``query`` as one SQL predicate, or None without filters. A column the
+    table does not have yet (``ADDED_COLUMNS``) is read as the value its old rows will get."""
+
+    def column(name: str) -> str:
+        return name if table_columns is None or name in table_columns else ADDED_COLUMNS[name]
+
     parts = []
     if query.bucket:
         parts.append(f"bucket = {sql_literal(query.bucket)}")
@@ -111,7 +132,9 @@ def where_clause(query: SearchQuery) -> str | None:
     if query.object_id:
         parts.append(f"object_id = {sql_literal(query.object_id)}")
     if query.modality:
-        parts.append(f"modality = {sql_literal(query.modality)}")
+        parts.append(f"{column('modality')} = {sql_literal(query.modality)}")
+    if query.collections is not None:
+        parts.append(f"{column('collection')} IN ({', '.join(sql_literal(c) for c in sorted(set(query.collections)))})")
     return " AND ".join(parts) or None
 
 
@@ -242,7 +265,7 @@ def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> 
     mode = effective_mode(table, query.mode, vector is not None)
     if mode is None:
         return []
-    where = where_clause(query)
+    where = where_clause(query, table.schema.names)
     columns = hit_columns(table)
 
     def fetch_rows(limit: int) -> tuple[list[dict[str, Any]], bool]:

@@ -9,10 +9,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from workers.state.keys import RedisKeys
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+from workers.state.replies import reply_text
 
 
 class EventCounts:
@@ -25,4 +22,4 @@ class EventCounts:
 
     async def get(self) -> dict[str, int]:
         raw = await self._redis.hgetall(self._key)
-        return {_text(k): int(v) for k, v in raw.items()}
+        return {reply_text(k): int(v) for k, v in raw.items()}

@@ -38,3 +38,15 @@ class RedisKeys:
 
     def progress_channel(self) -> str:
         return f"{self.prefix}:progress-events"
+
+    def api_key(self, key_id: str) -> str:
+        """Hash of one API key: name, collections, scrypt salt and hash, created/revoked times."""
+        return f"{self.prefix}:apikey:{key_id}"
+
+    def api_keys(self) -> str:
+        """Set of every API key id ever created (revoked ones stay, marked), for listings."""
+        return f"{self.prefix}:apikeys"
+
+    def rate(self, key_id: str, window: int) -> str:
+        """Requests of one API key in one rate-limit window (expires with the window)."""
+        return f"{self.prefix}:rate:{key_id}:{window}"

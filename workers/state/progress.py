@@ -20,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from schemas.progress import ObjectProgress, ObjectState
 from workers.runtime.redaction import safe_text
 from workers.state.keys import RedisKeys
+from workers.state.replies import reply_text
 
 StageCounter = Literal["decoded", "captioned", "transcribed", "embedded"]
 
@@ -128,10 +129,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -238,7 +235,7 @@ class ProgressStore:
         raw = await self._redis.hgetall(self._keys.progress(object_id))
         if not raw:
             return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {reply_text(k): reply_text(v) for k, v in raw.items()}
         return ObjectProgress(
             object_id=object_id,
             source_uri=fields.get("source_uri", ""),
@@ -256,7 +253,7 @@ class ProgressStore:
     async def list_ids(self, limit: int = 100) -> list[str]:
         """Newest object ids; ids whose progress hash has expired are dropped from the index."""
         raw = await self._redis.zrevrange(self._keys.objects(), 0, limit - 1)
-        ids = [_text(i) for i in raw if isinstance(i, bytes | str)]
+        ids = [reply_text(i) for i in raw if isinstance(i, bytes | str)]
         if not ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workers.state.keys import RedisKeys
+from workers.state.replies import reply_text
 
 log = structlog.get_logger("capstream.progress_feed")
 
@@ -68,7 +69,7 @@ class ProgressFeed:
             while message is not None:  # drain what is already queued: one redraw per burst
                 if message["type"] != "message":
                     return None  # a re-subscribe after reconnect: messages in between are lost
-                changed.add(_text(message["data"]))
+                changed.add(reply_text(message["data"]))
                 message = await self._pubsub.get_message(timeout=0.0)
             return changed
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -85,7 +86,3 @@ async def _confirmed(pubsub: PubSub) -> None:
         if message is not None and message["type"] == "subscribe":
             return
     raise RedisTimeoutError(f"no subscribe confirmation within {_CONFIRM_TIMEOUT_S:.0f}s")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
