@@ -374,6 +374,11 @@ class SearchSettings(IndexSettings, EmbedSettings):
         default=0, ge=0, description="query token limit; 0 = the embed model's own limit"
     )
     search_presign_expiry_s: int = Field(default=3600, ge=1, description="lifetime of the page's media links")
+    search_max_query_chars: int = Field(
+        default=16_384, ge=1, description="longer queries are refused (422) before they are tokenised"
+    )
+    search_max_depth: int = Field(default=1000, ge=1, description="most hits one query pages through")
+    search_cursor_ttl_s: int = Field(default=900, ge=1, description="a page cursor of /search expires after this")
     serve_host: str = Field(default="127.0.0.1", description="`capstream serve` listen address")
     serve_port: int = Field(default=8686, ge=1, le=65535, description="`capstream serve` port")
     serve_auth: bool = Field(

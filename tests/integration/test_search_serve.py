@@ -17,10 +17,11 @@ from pathlib import Path
 
 import botocore.session
 import httpx
+import lancedb
 import pytest
 from redis.asyncio import Redis
 
-from tests.search_fixtures import COLLECTIONS, COLLECTIONS_ENV, DOCS, TABLE, build_table
+from tests.search_fixtures import COLLECTIONS, COLLECTIONS_ENV, DOCS, TABLE, Doc, build_table, rows
 from workers.access.api_keys import ApiKeyStore
 from workers.localstack import StackEndpoints, free_port
 from workers.offline_profile import offline_env
@@ -34,6 +35,7 @@ MEDIA = b"not really a video, but the bytes the link must return"
 STOCK = next(d for d in DOCS if d.key == "other/stock.mp4")  # the archive collection's
 HIT_FIELDS = {"object_id", "segment_id", "uri", "bucket", "key", "start_s", "end_s", "caption", "score", "collection"}
 RATE_LIMIT = 60
+MAX_DEPTH = 50
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -100,6 +102,7 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
             "CAPSTREAM_LOG_LEVEL": "WARNING",
             "CAPSTREAM_COLLECTIONS": COLLECTIONS_ENV,
             "CAPSTREAM_SERVE_RATE_LIMIT_PER_MIN": str(RATE_LIMIT),
+            "CAPSTREAM_SEARCH_MAX_DEPTH": str(MAX_DEPTH),
         }
     )
     log = (base / "serve.log").open("wb")
@@ -231,6 +234,50 @@ def test_objects_and_thumbnails_of_another_collection_are_404(server: Server) ->
     assert httpx.get(f"{server.url}/thumbnails/{CAT.segment_id}", headers=a).status_code == 200
     assert httpx.get(f"{server.url}/thumbnails/{CAT.segment_id}", headers=b).status_code == 404
     assert httpx.get(f"{server.url}/thumbnails/{STOCK.segment_id}", headers=a).status_code == 404
+
+
+def test_pages_are_stable_under_concurrent_inserts(server: Server) -> None:
+    every = server.auth("every")
+    params = {"q": "a chef cooking in a kitchen", "k": 3, "per_object": 0}
+
+    def page(cursor: str | None = None, headers: dict[str, str] = every, **extra: object) -> httpx.Response:
+        return httpx.get(
+            f"{server.url}/search",
+            params={**params, **extra, **({"cursor": cursor} if cursor else {})},
+            headers=headers,
+            timeout=60,
+        )
+
+    first = page().json()
+    assert len(first["hits"]) == 3 and first["next_cursor"]
+    # A new row that matches the query better than anything, indexed between two pages.
+    newcomer = Doc("media", "long/new-kitchen.mp4", 0, "A chef cooking in a kitchen, a chef cooking in a kitchen.")
+    lancedb.connect(str(server.artifacts / "index")).open_table(TABLE).add(rows([newcomer]))
+    second = page(first["next_cursor"]).json()
+    third = page(second["next_cursor"]).json()
+    shown = [h["segment_id"] for p in (first, second, third) for h in p["hits"]]
+    assert len(shown) == len(set(shown)) == 9, "a hit repeated across pages"
+    assert newcomer.segment_id not in shown, "a row indexed after the first page moved the pages"
+    again = page(first["next_cursor"]).json()["hits"]  # the same page again (links are signed anew)
+    assert [(h["segment_id"], h["score"]) for h in again] == [(h["segment_id"], h["score"]) for h in second["hits"]]
+    assert page().json()["hits"][0]["segment_id"] == newcomer.segment_id  # a new query sees it
+
+    assert page(first["next_cursor"], headers=server.auth("clips")).status_code == 410  # another key's cursor
+    assert page("not-a-cursor").status_code == 410
+    mismatch = page(first["next_cursor"], q="boats")
+    assert mismatch.status_code == 422 and "another query" in mismatch.json()["detail"]
+
+
+def test_limits_say_which(server: Server) -> None:
+    every = server.auth("every")
+    url = f"{server.url}/search"
+    too_long = httpx.get(url, params={"q": "x" * 16_385}, headers=every)
+    assert too_long.status_code == 422 and "q is longer than 16384" in too_long.json()["detail"]
+    for name, value in (("k", 201), ("bucket", "b" * 1025), ("prefix", "p" * 1025), ("object_id", "o" * 1025)):
+        resp = httpx.get(url, params={"q": "x", name: value}, headers=every)
+        assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["query", name], (name, resp.text)
+    deep = httpx.get(url, params={"q": "x", "k": MAX_DEPTH + 1}, headers=every)
+    assert deep.status_code == 422 and f"at most {MAX_DEPTH} hits" in deep.json()["detail"]
 
 
 def test_a_key_over_its_rate_limit_gets_429_with_retry_after(server: Server) -> None:

@@ -1,7 +1,7 @@
 """``capstream serve``: the search API and its one page (FastAPI; protocol models here, next
 to the routes that serve them).
 
-- ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=&modality=&merge=``: hits (the shape of
+- ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=&modality=&merge=&cursor=``: hits (the shape of
   ``capstream search --json``, plus a thumbnail URL and a presigned media link that opens at
   the segment, ``#t=start,end``), and whether the query was truncated.
 - ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
@@ -36,6 +36,7 @@ from workers.access.api_keys import ApiKeyStore
 from workers.index.table import sql_literal
 from workers.s3_client import s3_client
 from workers.search.auth import Authenticator, Authorized, Caller, is_loopback
+from workers.search.cursors import CursorGone, CursorMismatch, CursorStore, SearchCursor, fingerprint
 from workers.search.query import Mode, SearchHit, SearchQuery
 from workers.search.searcher import Searcher
 from workers.settings import SearchSettings, comma_list
@@ -57,6 +58,10 @@ class SearchResponse(BaseModel):
     notice: str | None
     took_ms: float
     hits: list[Hit]
+    next_cursor: str | None = None  # the next page: the same request plus cursor=; None: no more
+
+
+FILTER_MAX_CHARS = 1024  # bucket names are <= 63, keys <= 1024 bytes (S3); object ids are UUIDs
 
 
 class IndexedSegment(BaseModel):
@@ -89,6 +94,7 @@ class App:
         self.settings = settings
         self.searcher = searcher
         self.redis: Redis | None = None
+        self.cursors: CursorStore | None = None
         self.s3: Any = None
 
     async def media_url(self, hit: SearchHit) -> str | None:
@@ -145,6 +151,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             state.redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(state.redis.aclose)
             authenticator.store = ApiKeyStore(state.redis, RedisKeys(settings.key_prefix))
+            state.cursors = CursorStore(state.redis, RedisKeys(settings.key_prefix), settings.search_cursor_ttl_s)
             state.s3 = await stack.enter_async_context(s3_client(settings))
             if settings.serve_auth:
                 log.info("serve.ready", index=settings.index_uri, table=settings.index_table, auth=True)
@@ -171,13 +178,18 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         q: Annotated[str, Query(description="what to look for")] = "",
         k: Annotated[int | None, Query(ge=1, le=200)] = None,
         mode: Mode | None = None,
-        bucket: str | None = None,
-        prefix: str | None = None,
-        object_id: str | None = None,
+        bucket: Annotated[str | None, Query(max_length=FILTER_MAX_CHARS)] = None,
+        prefix: Annotated[str | None, Query(max_length=FILTER_MAX_CHARS)] = None,
+        object_id: Annotated[str | None, Query(max_length=FILTER_MAX_CHARS)] = None,
         per_object: Annotated[int | None, Query(ge=0)] = None,
         modality: Modality | None = None,
         merge: bool = True,
+        cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")] = None,
     ) -> SearchResponse:
+        if len(q) > settings.search_max_query_chars:
+            raise HTTPException(
+                status_code=422, detail=f"q is longer than {settings.search_max_query_chars} characters"
+            )
         try:
             query = SearchQuery(
                 q=q,
@@ -193,7 +205,36 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             )
         except ValidationError as exc:
             raise HTTPException(status_code=422, detail=str(exc.errors()[0]["msg"])) from None
-        result = await state.searcher.search(query)
+        key_id = caller.key.key_id if caller.key else None
+        assert state.cursors is not None
+        shown: list[str] = []
+        version = None
+        if cursor:
+            try:
+                previous = await state.cursors.load(cursor, key_id, query)
+            except CursorGone as exc:
+                raise HTTPException(status_code=410, detail=str(exc)) from None
+            except CursorMismatch as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            shown, version = previous.shown, previous.version
+        if len(shown) + query.k > settings.search_max_depth:
+            raise HTTPException(
+                status_code=422, detail=f"cursor: a query pages through at most {settings.search_max_depth} hits"
+            )
+        try:
+            result = await state.searcher.search(query, version=version, exclude=frozenset(shown))
+        except (ValueError, OSError) as exc:  # the pinned version was compacted away
+            if version is None:
+                raise
+            raise HTTPException(status_code=410, detail=f"the cursor's index version is gone: {exc}") from None
+        next_cursor = None
+        if len(result.hits) == query.k and result.version is not None:
+            now_shown = (
+                shown + [h.segment_id for h in result.hits] + [a.segment_id for h in result.hits for a in h.also]
+            )
+            next_cursor = await state.cursors.save(
+                SearchCursor(key_id=key_id, fingerprint=fingerprint(query), version=result.version, shown=now_shown)
+            )
         links = await asyncio.gather(*(state.media_url(h) for h in result.hits))
         return SearchResponse(
             query=result.query,
@@ -205,6 +246,7 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
                 Hit(**h.model_dump(), thumbnail_url=f"/thumbnails/{h.segment_id}", media_url=link)
                 for h, link in zip(result.hits, links, strict=True)
             ],
+            next_cursor=next_cursor,
         )
 
     @app.get("/objects/{object_id}", response_model=ObjectResponse)

@@ -28,6 +28,7 @@ or the store runs out.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -254,11 +255,14 @@ def _text_leg(table: Any, text: str, where: str | None, limit: int, columns: lis
     return rows
 
 
-def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> list[SearchHit]:
+def search_table(
+    table: Any, query: SearchQuery, vector: list[float] | None, exclude: AbstractSet[str] = frozenset()
+) -> list[SearchHit]:
     """Run ``query`` on ``table`` (``vector``: the embedded query, needed by vector/hybrid).
 
     Text and hybrid modes fall back to vector while the table has no full-text index
     (``effective_mode`` says which runs); without a runnable mode the answer is no hits.
+    ``exclude``: segment ids already shown (earlier pages of the query), never returned again.
     """
     if table is None:
         return []
@@ -269,7 +273,7 @@ def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> 
     columns = hit_columns(table)
 
     def fetch_rows(limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Ranked rows and whether the store may hold more (some leg filled its limit)."""
+        """Ranked rows not yet shown, and whether the store may hold more (some leg filled its limit)."""
         runs: list[Callable[[], list[dict[str, Any]]]] = []
         if mode in ("vector", "hybrid"):
             assert vector is not None
@@ -282,9 +286,10 @@ def search_table(table: Any, query: SearchQuery, vector: list[float] | None) -> 
             with ThreadPoolExecutor(max_workers=len(runs)) as pool:
                 legs = [f.result() for f in [pool.submit(run) for run in runs]]
         more = any(len(leg) >= limit for leg in legs)
-        return (fuse(legs[0], legs[1]) if len(legs) > 1 else legs[0]), more
+        ranked = fuse(legs[0], legs[1]) if len(legs) > 1 else legs[0]
+        return [r for r in ranked if r["segment_id"] not in exclude], more
 
-    limit = min(query.k * FETCH_FACTOR, MAX_FETCH)
+    limit = min((query.k + len(exclude)) * FETCH_FACTOR, MAX_FETCH)
     while True:
         rows, more = fetch_rows(limit)
         chosen = cap_per_object(merge_moments(rows) if query.merge else rows, query.per_object, query.k)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class SearchResult(BaseModel):
     notice: str | None = None
     took_ms: float = 0.0
     hits: list[SearchHit]
+    version: int | None = None  # the table version searched (a cursor pins it)
 
 
 class QueryTokenizer:
@@ -207,15 +209,22 @@ class Searcher:
             self._pointer = TablePointer(self._db, self.settings)
         return open_table(self._db, self._pointer.current().segments)
 
-    async def search(self, query: SearchQuery) -> SearchResult:
+    async def search(
+        self, query: SearchQuery, version: int | None = None, exclude: AbstractSet[str] = frozenset()
+    ) -> SearchResult:
+        """``version``: search the table as it was then (the next page of a cursor, which new
+        rows must not reorder); ``exclude``: segment ids already shown."""
         started = time.perf_counter()
         prompt = await self._query_prompt()
         text, truncated, n_tokens = prompt.fit(query.q)
         result = SearchResult(query=text, mode=None, truncated=truncated, query_tokens=n_tokens, hits=[])
         table = await asyncio.to_thread(self.open_table)
+        if table is not None and version is not None:
+            await asyncio.to_thread(table.checkout, version)  # a fresh handle per query: nobody else sees it
         if table is None:
             result.notice = NO_INDEX
         else:
+            result.version = int(table.version)
             text_index = await asyncio.to_thread(has_text_index, table)
             vector = None
             if query.mode != "text" or not text_index:
@@ -225,7 +234,7 @@ class Searcher:
             if result.mode != query.mode:
                 result.notice = NO_TEXT_INDEX
             fitted = query.model_copy(update={"q": text})
-            result.hits = await asyncio.to_thread(search_table, table, fitted, vector)
+            result.hits = await asyncio.to_thread(search_table, table, fitted, vector, exclude)
         result.took_ms = round((time.perf_counter() - started) * 1000, 1)
         log.info(
             "search",

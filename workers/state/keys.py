@@ -50,3 +50,7 @@ class RedisKeys:
     def rate(self, key_id: str, window: int) -> str:
         """Requests of one API key in one rate-limit window (expires with the window)."""
         return f"{self.prefix}:rate:{key_id}:{window}"
+
+    def search_cursor(self, cursor_id: str) -> str:
+        """JSON of one page cursor of ``/search``: its key, query, table version, ids shown."""
+        return f"{self.prefix}:cursor:{cursor_id}"
