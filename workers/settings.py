@@ -379,6 +379,14 @@ class SearchSettings(IndexSettings, EmbedSettings):
     )
     search_max_depth: int = Field(default=1000, ge=1, description="most hits one query pages through")
     search_cursor_ttl_s: int = Field(default=900, ge=1, description="a page cursor of /search expires after this")
+    search_public_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint the page's media links name (what a browser reaches); unset = the S3 endpoint",
+    )
+    serve_allowed_hosts: str = Field(
+        default="",
+        description="Host headers serve answers, comma-separated; unset = loopback names on a loopback address",
+    )
     serve_host: str = Field(default="127.0.0.1", description="`capstream serve` listen address")
     serve_port: int = Field(default=8686, ge=1, le=65535, description="`capstream serve` port")
     serve_auth: bool = Field(

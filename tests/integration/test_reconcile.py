@@ -89,15 +89,17 @@ def _reconcile(env: dict[str, str]) -> dict[str, int]:
     return counts
 
 
+def _own_topics(unique: str) -> dict[str, str]:
+    """Every pipeline topic under this test's own name: reconcile reads them all (speech and
+    transcripts too), and the shared names hold what other tests on this broker wrote."""
+    fields = [f for f, info in DecodeSettings.model_fields.items() if f.startswith("topic_") and info.annotation is str]
+    return {f"CAPSTREAM_{f.upper()}": f"{f.removeprefix('topic_')}-{unique}" for f in fields}
+
+
 async def test_reconcile_rebuilds_redis_from_the_topics(
     stack_env: StackEndpoints, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    topics = {
-        "CAPSTREAM_TOPIC_OBJECTS": f"objects-{unique}",
-        "CAPSTREAM_TOPIC_SEGMENTS": f"segments-{unique}",
-        "CAPSTREAM_TOPIC_CAPTIONS": f"captions-{unique}",
-        "CAPSTREAM_TOPIC_EMBEDDINGS": f"embeddings-{unique}",
-    }
+    topics = _own_topics(unique)
     for key, value in topics.items():  # monkeypatch: later tests must not see these topics
         monkeypatch.setenv(key, value)
     settings = DecodeSettings()
@@ -179,13 +181,7 @@ async def test_reconcile_rebuilds_redis_from_the_topics(
 
 async def test_reconcile_before_any_topic_exists(stack_env: StackEndpoints, unique: str) -> None:
     """A fresh deployment (or one whose topics were never created) reconciles to nothing."""
-    env = {
-        **os.environ,
-        **{
-            f"CAPSTREAM_TOPIC_{name}": f"absent-{unique}-{name.lower()}"
-            for name in ("OBJECTS", "SEGMENTS", "CAPTIONS", "EMBEDDINGS")
-        },
-    }
+    env = {**os.environ, **_own_topics(f"absent-{unique}")}
     counts = await asyncio.to_thread(_reconcile, env)
     assert counts["objects"] == 0 and counts["segments"] == 0 and counts["malformed"] == 0
 
@@ -222,9 +218,7 @@ async def test_a_reconciled_redis_equals_the_one_the_workers_built(
 ) -> None:
     """The stages' own writes, in their order, under one prefix; the same history on the
     topics, reconciled under another: the two Redis states must be the same."""
-    topics = {
-        f"CAPSTREAM_TOPIC_{n}": f"{n.lower()}-{unique}" for n in ("OBJECTS", "SEGMENTS", "CAPTIONS", "EMBEDDINGS")
-    }
+    topics = _own_topics(unique)
     for key, value in topics.items():
         monkeypatch.setenv(key, value)
     settings = DecodeSettings()

@@ -103,6 +103,8 @@ def server(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> I
             "CAPSTREAM_COLLECTIONS": COLLECTIONS_ENV,
             "CAPSTREAM_SERVE_RATE_LIMIT_PER_MIN": str(RATE_LIMIT),
             "CAPSTREAM_SEARCH_MAX_DEPTH": str(MAX_DEPTH),
+            # The name a browser uses for the store: links must be signed for it, and work.
+            "CAPSTREAM_SEARCH_PUBLIC_S3_ENDPOINT_URL": stack.s3_endpoint_url.replace("127.0.0.1", "localhost"),
         }
     )
     log = (base / "serve.log").open("wb")
@@ -154,7 +156,7 @@ def test_search_json_and_media_link(server: Server) -> None:
     assert body["mode"] == "hybrid" and body["truncated"] is False and len(body["hits"]) == 3
     top = body["hits"][0]
     assert HIT_FIELDS <= set(top) and top["segment_id"] == CAT.segment_id
-    assert top["media_url"].endswith("#t=0.000,5.000")
+    assert top["media_url"].endswith("#t=0.000,5.000") and top["media_url"].startswith("http://localhost:")
     media = httpx.get(top["media_url"].split("#", 1)[0])  # the presigned link really serves the object
     assert media.status_code == 200 and media.content == MEDIA
     thumb = httpx.get(f"{server.url}{top['thumbnail_url']}", headers=every)
@@ -266,6 +268,12 @@ def test_pages_are_stable_under_concurrent_inserts(server: Server) -> None:
     assert page("not-a-cursor").status_code == 410
     mismatch = page(first["next_cursor"], q="boats")
     assert mismatch.status_code == 422 and "another query" in mismatch.json()["detail"]
+
+
+def test_other_host_names_are_refused(server: Server) -> None:
+    # DNS rebinding: a site whose name resolves to 127.0.0.1 sends its own name as Host.
+    assert httpx.get(f"{server.url}/healthz", headers={"Host": "rebound.example"}).status_code == 400
+    assert httpx.get(f"{server.url}/healthz", headers={"Host": "localhost"}).status_code == 200
 
 
 def test_limits_say_which(server: Server) -> None:

@@ -22,10 +22,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
@@ -129,6 +131,14 @@ class App:
         return self.settings.collection_rules().of(bucket, key)
 
 
+def public_uri(uri: str) -> str:
+    """A source URI without what may be a secret: the query string and fragment (a presigned
+    or tokened http(s) source) and user info."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _segment_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -152,7 +162,11 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             stack.push_async_callback(state.redis.aclose)
             authenticator.store = ApiKeyStore(state.redis, RedisKeys(settings.key_prefix))
             state.cursors = CursorStore(state.redis, RedisKeys(settings.key_prefix), settings.search_cursor_ttl_s)
-            state.s3 = await stack.enter_async_context(s3_client(settings))
+            # Links are signed for the host a browser will ask (the signature covers it).
+            public = settings.search_public_s3_endpoint_url or settings.s3_endpoint_url
+            state.s3 = await stack.enter_async_context(
+                s3_client(settings.model_copy(update={"s3_endpoint_url": public}))
+            )
             if settings.serve_auth:
                 log.info("serve.ready", index=settings.index_uri, table=settings.index_table, auth=True)
             else:
@@ -163,6 +177,12 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         title="capstream search", version="1", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.state.authenticator = authenticator
+    # DNS rebinding: a page on another site whose name resolves to 127.0.0.1 must not reach
+    # the API with its own Host header.
+    hosts = list(comma_list(settings.serve_allowed_hosts)) or (
+        ["127.0.0.1", "localhost", "[::1]", "::1"] if is_loopback(settings.serve_host) else ["*"]
+    )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     if origins := comma_list(settings.serve_cors_origins):
         app.add_middleware(
             CORSMiddleware, allow_origins=list(origins), allow_methods=["GET"], allow_headers=["Authorization"]
@@ -243,7 +263,11 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             notice=result.notice,
             took_ms=result.took_ms,
             hits=[
-                Hit(**h.model_dump(), thumbnail_url=f"/thumbnails/{h.segment_id}", media_url=link)
+                Hit(
+                    **(h.model_dump() | {"uri": public_uri(h.uri)}),
+                    thumbnail_url=f"/thumbnails/{h.segment_id}",
+                    media_url=link,
+                )
                 for h, link in zip(result.hits, links, strict=True)
             ],
             next_cursor=next_cursor,
@@ -259,6 +283,8 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             error = f"progress unavailable: {type(exc).__name__}"
         columns = list(IndexedSegment.model_fields)
         rows = await asyncio.to_thread(state.rows, f"object_id = {sql_literal(object_id)}", columns, 100_000, caller)
+        if progress is not None:
+            progress["source_uri"] = public_uri(progress["source_uri"])
         if progress is not None and not rows and not caller.may_see(state.source_collection(progress["source_uri"])):
             progress = None  # another collection's object: answered as one that does not exist
         if progress is None and error is None and not rows:
