@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.search_fixtures import COLLECTIONS, COLLECTIONS_ENV, DOCS, TABLE, Doc, build_table, rows
-from workers.access.api_keys import ApiKeyStore
+from workers.access.api_keys import FAILED_CHECKS_PER_MIN, ApiKeyStore
 from workers.localstack import StackEndpoints, free_port
 from workers.offline_profile import offline_env
 from workers.state import ProgressStore, RedisKeys
@@ -73,6 +73,7 @@ async def _progress_and_keys(stack: StackEndpoints, prefix: str) -> dict[str, st
             "clips": (await keys.create(["clips"], "A"))[1],
             "archive": (await keys.create(["archive"], "B"))[1],
             "limited": (await keys.create(["clips"], "rate"))[1],
+            "flooded": (await keys.create(["clips"], "flood"))[1],
         }
         revoked, tokens["revoked"] = await keys.create(["clips"], "gone")
         assert await keys.revoke(revoked.key_id)
@@ -286,6 +287,21 @@ def test_limits_say_which(server: Server) -> None:
         assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["query", name], (name, resp.text)
     deep = httpx.get(url, params={"q": "x", "k": MAX_DEPTH + 1}, headers=every)
     assert deep.status_code == 422 and f"at most {MAX_DEPTH} hits" in deep.json()["detail"]
+
+
+def test_a_flood_of_wrong_secrets_is_refused_without_hashing(server: Server) -> None:
+    url, real = f"{server.url}/objects/{CAT.object_id}", server.auth("flooded")
+    assert httpx.get(url, headers=real).status_code == 200  # verified once: remembered
+    forged = {
+        "Authorization": real["Authorization"][:-4] + ("AAAA" if not real["Authorization"].endswith("AAAA") else "BBBB")
+    }
+    codes = [httpx.get(url, headers=forged).status_code for _ in range(FAILED_CHECKS_PER_MIN)]
+    over = httpx.get(url, headers=forged)
+    if over.status_code != 429:  # the minute turned during the burst
+        codes = [httpx.get(url, headers=forged).status_code for _ in range(FAILED_CHECKS_PER_MIN)]
+        over = httpx.get(url, headers=forged)
+    assert set(codes) <= {401, 429} and over.status_code == 429 and int(over.headers["retry-after"]) >= 1
+    assert httpx.get(url, headers=real).status_code == 200  # the key's holder is not locked out
 
 
 def test_a_key_over_its_rate_limit_gets_429_with_retry_after(server: Server) -> None:

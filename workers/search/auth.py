@@ -2,7 +2,8 @@
 
 Every data route depends on ``Authenticator``: ``Authorization: Bearer csk_...`` names an active
 key (else 401, the same answer for a missing, malformed, unknown or revoked key), the key's
-rate limit is counted (429 with ``Retry-After``), and the ``Caller`` it returns carries the
+rate limit is counted (429 with ``Retry-After``; so are wrong secrets for one key id past
+``FAILED_CHECKS_PER_MIN``, refused without hashing), and the ``Caller`` it returns carries the
 key's collections, which every route applies inside its query. Another collection's object,
 segment or thumbnail is answered 404, exactly as one that does not exist.
 
@@ -55,16 +56,16 @@ class Authenticator:
         if self.store is None:
             raise HTTPException(status_code=503, detail="starting")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        key = await self.store.verify(token.strip()) if scheme.lower() == "bearer" else None
-        if key is None:
-            raise HTTPException(status_code=401, detail="a valid API key is required", headers=_UNAUTHORIZED)
-        if self.rate_per_minute:
-            try:
+        try:
+            key = await self.store.verify(token.strip()) if scheme.lower() == "bearer" else None
+            if key is None:
+                raise HTTPException(status_code=401, detail="a valid API key is required", headers=_UNAUTHORIZED)
+            if self.rate_per_minute:
                 await self.store.take(key.key_id, self.rate_per_minute)
-            except RateLimited as exc:
-                raise HTTPException(
-                    status_code=429, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
-                ) from None
+        except RateLimited as exc:
+            raise HTTPException(
+                status_code=429, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+            ) from None
         return Caller(key=key, collections=key.collections)
 
 
