@@ -1,0 +1,38 @@
+"""A typed Python client of the ``capstream serve`` HTTP API (httpx + pydantic).
+
+It imports nothing of the server (no ``workers.search``, LanceDB, vLLM or torch), so a program
+that only queries a server needs httpx and pydantic alone. ``schema_check.schema_drift`` keeps
+its models in step with the server's OpenAPI document.
+"""
+
+from workers.client.client import AsyncCapstreamClient, CapstreamClient
+from workers.client.errors import (
+    CapstreamError,
+    CursorExpired,
+    InvalidRequest,
+    NoResponse,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
+from workers.client.models import Health, Hit, IndexedSegment, MomentText, ObjectInfo, SearchPage
+from workers.client.schema_check import schema_drift
+
+__all__ = [
+    "AsyncCapstreamClient",
+    "CapstreamClient",
+    "CapstreamError",
+    "CursorExpired",
+    "Health",
+    "Hit",
+    "IndexedSegment",
+    "InvalidRequest",
+    "MomentText",
+    "NoResponse",
+    "NotFound",
+    "ObjectInfo",
+    "RateLimited",
+    "SearchPage",
+    "Unauthorized",
+    "schema_drift",
+]
