@@ -98,6 +98,10 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     ky_revoke.add_argument("key_id")
     for p in (ky_create, ky_sub.choices["list"], ky_revoke):
         p.add_argument("--json", action="store_true")
+    mc = sub.add_parser(
+        "mcp", help="agent tools over MCP (stdio): search and object status, as the key in CAPSTREAM_API_KEY"
+    )
+    mc.add_argument("--url", default="http://127.0.0.1:8686", help="the capstream serve to ask")
     co = sub.add_parser("collections", help="the configured collections and their sources")
     co.add_argument("--json", action="store_true")
     for p in (se, sv):
@@ -177,6 +181,11 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.segments import cmd_segments
 
         return cmd_segments(args.file, args.json)
+    if cmd == "mcp":
+        from workers.agent_tools.server import run_stdio
+
+        run_stdio(args.url, os.environ.get("CAPSTREAM_API_KEY"))
+        return 0
     if cmd == "collections":
         from workers.cli.keys import cmd_collections
 
