@@ -44,7 +44,7 @@ K8S = ROOT / "docker" / "k8s"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 KEDA_SCHEMA = Path(__file__).parent / "data" / "keda_scaledobject_schema.yaml"
 KUBERNETES_VERSION = "1.33"
-CORE_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service"}
+CORE_KINDS = {"Namespace", "ConfigMap", "Deployment", "Service", "NetworkPolicy"}
 CUSTOM_KINDS = {"ScaledObject", "KafkaTopic"}  # KEDA's (schema below) and Strimzi's (topic_problems)
 # The workers' consumers start a new group at the earliest offset (workers/runtime/kafka.py);
 # KEDA must count that backlog as lag too.
@@ -567,6 +567,85 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == on_disk
     generated = [f for gen in kustomization["configMapGenerator"] for f in gen["files"]]
     assert all((K8S / f).is_file() for f in generated)
+
+
+# -- network policy: who may open a connection to which pod port ------------------------------
+OUTSIDE = {"kubernetes.io/metadata.name": "someone-else"}
+MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
+
+
+def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def admitted(
+    policies: list[Manifest],
+    pod: dict[str, str],
+    port: int,
+    source_ns: dict[str, str] | None,
+    source_pod: dict[str, str],
+) -> bool:
+    """Whether Kubernetes' ingress rules let a connection through: ``source_ns`` None is a pod of
+    capstream's own namespace (labels ``source_pod``), else another namespace's labels."""
+    for policy in policies:
+        if not _selects(policy["spec"]["podSelector"], pod):
+            continue
+        for rule in policy["spec"].get("ingress") or []:
+            if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                if (
+                    "namespaceSelector" in peer
+                    and source_ns is not None
+                    and _selects(peer["namespaceSelector"], source_ns)
+                ):
+                    return True
+                if "podSelector" in peer and "namespaceSelector" not in peer and source_ns is None:
+                    if _selects(peer["podSelector"], source_pod):
+                        return True
+    return False
+
+
+def network_problems(manifests: list[Manifest]) -> list[str]:
+    policies = list(of_kind(manifests, "NetworkPolicy").values())
+    problems = []
+    if not any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies):
+        problems.append("no default deny of ingress")
+    worker = {"app.kubernetes.io/component": "decode"}
+    for name, deployment in of_kind(manifests, "Deployment").items():
+        pod = deployment["spec"]["template"]["metadata"]["labels"]
+        for container in containers(deployment):
+            for port in (p["containerPort"] for p in container.get("ports") or []):
+                public = admitted(policies, pod, port, OUTSIDE, {})
+                if name == "capstream-search" and port == 8686:
+                    if not public:
+                        problems.append(f"{name}:{port} is not reachable from outside")
+                    continue
+                if public:
+                    problems.append(f"{name}:{port} is open to any namespace")
+                if not admitted(policies, pod, port, MONITORING, {}):
+                    problems.append(f"{name}:{port} cannot be scraped from the monitoring namespace")
+                model_server = pod.get("app.kubernetes.io/component") == "model-server"
+                if model_server and not admitted(policies, pod, port, None, worker):
+                    problems.append(f"{name}:{port} cannot be reached by the workers")
+    return problems
+
+
+def test_network_policy_admits_each_port_from_where_it_is_used(manifests: list[Manifest]) -> None:
+    assert network_problems(manifests) == []
+
+
+def test_network_check_catches_an_open_model_server(manifests: list[Manifest]) -> None:
+    opened = [dict(d) for d in manifests]
+    for doc in opened:
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "capstream-model-servers-from-capstream":
+            doc["spec"] = {**doc["spec"], "ingress": [{"ports": [{"port": 8000, "protocol": "TCP"}]}]}
+    assert any("vllm-embed:8000 is open to any namespace" in p for p in network_problems(opened))
+    no_deny = [d for d in manifests if d["metadata"]["name"] != "capstream-default-deny-ingress"]
+    assert "no default deny of ingress" in network_problems(no_deny)
 
 
 def test_dashboard_queries_only_exported_metrics(dashboard: dict[str, Any]) -> None:
