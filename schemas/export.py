@@ -15,6 +15,7 @@ from schemas.captions import Caption
 from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
 from schemas.events import ObjectCreated
+from schemas.outcome import ObjectOutcome, WebhookPayload
 from schemas.progress import ObjectProgress
 from schemas.segments import SegmentBatch
 from schemas.speech import SpeechChunk, Transcript
@@ -30,6 +31,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "embedding": Embedding,
     "dead-letter": DeadLetter,
     "object-progress": ObjectProgress,
+    "object-outcome": ObjectOutcome,
+    "webhook-payload": WebhookPayload,
 }
 
 

@@ -32,6 +32,7 @@ class CommonSettings(BaseSettings):
     topic_removals: str = Field(default="media.removals", description="deleted objects, for the index")
     topic_speech: str = Field(default="media.speech", description="speech chunks (inline FLAC), for transcribe")
     topic_transcripts: str = Field(default="media.transcripts", description="transcripts of speech chunks")
+    topic_outcomes: str = Field(default="media.outcomes", description="objects that became done or failed (webhooks)")
     topic_partitions: int = Field(default=4, ge=1, description="used when the worker creates missing topics")
     topic_replication: int = Field(default=1, ge=1, description="replication factor of topics it creates")
     max_message_bytes: int = Field(default=1_048_576, description="broker's message.max.bytes")
@@ -330,6 +331,25 @@ class EmbedSettings(ModelStageSettings):
 
 
 TranscribeBackend = Literal["vllm", "openai", "pocketsphinx"]
+
+
+class WebhookSettings(CommonSettings):
+    """The webhooks stage: relays the outcome outbox onto its topic and POSTs signed outcomes."""
+
+    webhooks_group: str = Field(default="capstream-webhooks", description="consumer group of webhooks workers")
+    webhook_max_in_flight: int = Field(
+        default=32, ge=1, description="outcomes being delivered at once per worker (a hung receiver holds one each)"
+    )
+    webhook_max_attempts: int = Field(default=6, ge=1, description="POSTs of one outcome to one URL before its DLQ")
+    webhook_backoff_s: float = Field(default=1.0, gt=0, description="wait before the second POST; doubles per try")
+    webhook_backoff_max_s: float = Field(default=60.0, gt=0, description="longest wait between POSTs")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="a POST with no response within this fails")
+    webhook_allow_private: bool = Field(
+        default=False, description="allow webhook URLs on loopback/private addresses (never metadata/link-local)"
+    )
+    webhook_claim_idle_s: float = Field(
+        default=30.0, gt=0, description="take over outbox entries a stopped relay left unacknowledged this long"
+    )
 
 
 class TranscribeSettings(ModelStageSettings):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from workers.runtime.kafka import dlq_topic, ensure_topics
-from workers.runtime.retention import DEAD_LETTERS, FEED, FRAMES, RECORD, TopicRetention
+from workers.runtime.retention import DEAD_LETTERS, FEED, FRAMES, NOTICES, RECORD, TopicRetention
 from workers.settings import (
     BridgeSettings,
     CaptionSettings,
@@ -32,6 +32,7 @@ from workers.settings import (
     EmbedSettings,
     IndexSettings,
     TranscribeSettings,
+    WebhookSettings,
 )
 
 if TYPE_CHECKING:
@@ -276,6 +277,13 @@ REGISTRY = StageRegistry(
             output_fields=(),
             builder="workers.index.loops:build_loops",
         ),
+        StageSpec(
+            name="webhooks",
+            settings=WebhookSettings,
+            consumers=(ConsumerSpec("webhooks", "topic_outcomes", "webhooks_group"),),
+            output_fields=(),
+            builder="workers.webhooks.loops:build_loops",
+        ),
     ),
     retention={
         # The record: what Redis and the index are rebuilt from, and what a re-decode replays
@@ -289,5 +297,6 @@ REGISTRY = StageRegistry(
         "topic_segments": FRAMES,
         "topic_speech": FRAMES,  # inline FLAC, likewise
         "topic_filer_events": FEED,
+        "topic_outcomes": NOTICES,
     },
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.search.api import public_uri
+from workers.runtime.outbound import public_uri
 
 
 def test_source_uris_lose_what_may_be_secret() -> None:

@@ -98,6 +98,19 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     ky_revoke.add_argument("key_id")
     for p in (ky_create, ky_sub.choices["list"], ky_revoke):
         p.add_argument("--json", action="store_true")
+    wh = sub.add_parser("webhooks", help="signed POSTs when objects become done or failed: add, list, remove")
+    wh_sub = wh.add_subparsers(dest="webhooks_action", required=True)
+    wh_add = wh_sub.add_parser("add", help="a new webhook (its signing secret is shown once)")
+    wh_add.add_argument("url", help="http(s) URL to POST to")
+    wh_add.add_argument("--collection", action="append", required=True, help="repeat for several")
+    wh_add.add_argument(
+        "--events", default="object.done,object.failed", help="comma-separated: object.done, object.failed"
+    )
+    wh_sub.add_parser("list", help="every webhook: id, URL, collections, events (no secrets)")
+    wh_remove = wh_sub.add_parser("remove", help="remove a webhook (from its next outcome on)")
+    wh_remove.add_argument("webhook_id")
+    for p in (wh_add, wh_sub.choices["list"], wh_remove):
+        p.add_argument("--json", action="store_true")
     mc = sub.add_parser(
         "mcp", help="agent tools over MCP (stdio): search and object status, as the key in CAPSTREAM_API_KEY"
     )
@@ -224,6 +237,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.keys import cmd_keys
 
         return asyncio.run(cmd_keys(args.keys_action, args))
+    if cmd == "webhooks":
+        from workers.cli.webhooks import cmd_webhooks
+
+        return asyncio.run(cmd_webhooks(args.webhooks_action, args))
     if cmd == "results":
         from workers.cli.inspect import cmd_results
 

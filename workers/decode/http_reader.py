@@ -14,47 +14,19 @@ FFmpeg streams it with bounded range requests.
 from __future__ import annotations
 
 import io
-import ipaddress
 import re
-import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from workers.runtime.errors import PermanentError
+from workers.runtime.outbound import Vet, pinned_request, vet_host
 
-# Cloud instance-metadata endpoints: an event payload must never make the worker fetch its
-# own credentials. Link-local ranges (169.254/16, fe80::/10) are refused as a whole.
-METADATA_HOSTS: Final = frozenset(
-    {"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"}
-)
-_METADATA_ADDRESSES: Final = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
-)
 MAX_REDIRECTS: Final = 5
 CHUNK: Final = 256 * 1024  # like the range requests FFmpeg makes for presigned URLs
 _CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-Vet = Callable[[str], str | None]  # address -> why it is refused, or None
-
-
-def address_refusal(address: str, *, allow_private: bool) -> str | None:
-    """Why an http(s) source may not be fetched from ``address``, or None if it may."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in _METADATA_ADDRESSES:
-        return "metadata endpoint"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return "not a unicast host"
-    if not allow_private and (ip.is_loopback or ip.is_private):
-        return "private address; CAPSTREAM_HTTP_ALLOW_PRIVATE=true allows it"
-    return None
 
 
 @dataclass(frozen=True)
@@ -66,38 +38,6 @@ class HttpSource:
     size: int
 
 
-def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The request URL with the vetted address as host, the Host header, the TLS name."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    literal = f"[{address}]" if ":" in address else address
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    header_host = parts.netloc.rpartition("@")[2]
-    return target, {"Host": header_host}, {"sni_hostname": host} if parts.scheme == "https" else {}
-
-
-def _vet_host(url: str, vet: Vet) -> str:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-    if parts.scheme not in ("http", "https") or not host:
-        raise PermanentError("address_not_allowed", f"{shown}: only http(s) URLs with a host are read")
-    if host in METADATA_HOSTS:
-        raise PermanentError("address_not_allowed", f"{host} is a metadata endpoint")
-    try:
-        infos = socket.getaddrinfo(
-            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
-        )
-    except socket.gaierror as exc:
-        raise PermanentError("object_not_found", f"cannot resolve {host}: {exc.strerror}") from exc
-    addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:  # all of them: the resolver's order must not matter
-        if reason := vet(address):
-            raise PermanentError("address_not_allowed", f"{host} resolves to {address} ({reason})")
-    return addresses[0]
-
-
 class SourceUnreachable(OSError):
     """The event's http(s) source did not answer. Transient (retried, then dead-lettered): it
     is not our infrastructure, so it must not get the never-spend-a-try outage treatment that
@@ -105,7 +45,7 @@ class SourceUnreachable(OSError):
 
 
 def _get(client: httpx.Client, url: str, address: str, start: int, end: int) -> httpx.Response:
-    target, headers, extensions = _pinned(url, address)
+    target, headers, extensions = pinned_request(url, address)
     headers["Range"] = f"bytes={start}-{end}"
     request = client.build_request("GET", target, headers=headers, extensions=extensions)
     try:
@@ -120,7 +60,7 @@ def open_http_source(
     """Follow `url` through vetted redirects to the object; return it with its first bytes."""
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        address = _vet_host(current, vet)
+        address = vet_host(current, vet)
         response = _get(client, current, address, 0, CHUNK - 1)
         try:
             if response.is_redirect:

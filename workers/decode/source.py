@@ -23,8 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from schemas.events import ObjectCreated
 from workers.decode.container import redact
 from workers.decode.http_reader import HttpReader, open_http_source
-from workers.decode.http_reader import address_refusal as address_refusal
 from workers.runtime.errors import PermanentError
+from workers.runtime.outbound import address_refusal as address_refusal
 from workers.s3_client import s3_client
 from workers.settings import DecodeSettings
 

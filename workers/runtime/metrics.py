@@ -83,6 +83,9 @@ class WorkerMetrics:
             "capstream_engine_batch_size", "Requests per in-process engine step", ["stage"], buckets=_BATCH_BUCKETS,
             registry=r,
         )  # fmt: skip
+        self.webhook_posts = Counter(
+            "capstream_webhook_posts", "Webhook POSTs, by result (delivered, failed)", ["stage", "result"], registry=r
+        )
         self.tokens = Counter("capstream_tokens", "Model tokens, prompt or completion", ["stage", "kind"], registry=r)
         self.video_seconds = Counter(
             "capstream_video_seconds_decoded", "Media seconds cut into segments", ["stage"], registry=r

@@ -1,7 +1,7 @@
 """How long each kind of topic keeps its records: the promise that Redis and the index are
 rebuildable from the topics holds only while the topics still hold what they are rebuilt from.
 
-Four roles (``workers.stages`` gives every topic one; the deployment files and
+Five roles (``workers.stages`` gives every topic one; the deployment files and
 ``ensure_topics`` read them from there):
 
 - ``RECORD``, kept forever: the objects' events, captions, embeddings and removals.
@@ -19,6 +19,8 @@ Four roles (``workers.stages`` gives every topic one; the deployment files and
 - ``DEAD_LETTERS``: kept 30 days for inspection and ``capstream dlq`` replay.
 - ``FEED``: a source's own event feed (SeaweedFS's filer topic) that the bridge turns into
   records: 7 days, whatever the broker's default is.
+- ``NOTICES``: the outcomes topic the webhooks stage relays from Redis and delivers from:
+  7 days, as long as a delivery can be retried or looked into; nothing is rebuilt from it.
 
 Apache Kafka's default is 7 days (``log.retention.hours=168``): a topic created without an
 override loses its records after a week, which is why every role states both settings.
@@ -53,6 +55,7 @@ RECORD: Final = TopicRetention("record", UNLIMITED)
 FRAMES: Final = TopicRetention("frames", 3 * DAY_MS)
 DEAD_LETTERS: Final = TopicRetention("dead letters", 30 * DAY_MS)
 FEED: Final = TopicRetention("feed", 7 * DAY_MS)
+NOTICES: Final = TopicRetention("notices", 7 * DAY_MS)
 
 
 def retention_problems(topic: str, declared: TopicRetention, actual: Mapping[str, str]) -> list[str]:

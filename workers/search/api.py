@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -36,6 +35,7 @@ from redis.exceptions import RedisError
 from schemas.embeddings import Modality
 from workers.access.api_keys import ApiKeyStore
 from workers.index.table import sql_literal
+from workers.runtime.outbound import public_uri
 from workers.s3_client import s3_client
 from workers.search.auth import Authenticator, Authorized, Caller, is_loopback
 from workers.search.cursors import CursorGone, CursorMismatch, CursorStore, SearchCursor, fingerprint
@@ -129,14 +129,6 @@ class App:
         if source_uri.startswith("s3://"):
             bucket, _, key = source_uri.removeprefix("s3://").partition("/")
         return self.settings.collection_rules().of(bucket, key)
-
-
-def public_uri(uri: str) -> str:
-    """A source URI without what may be a secret: the query string and fragment (a presigned
-    or tokened http(s) source) and user info."""
-    parts = urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _segment_id(value: str) -> str:

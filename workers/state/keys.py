@@ -39,6 +39,23 @@ class RedisKeys:
     def progress_channel(self) -> str:
         return f"{self.prefix}:progress-events"
 
+    def outcomes(self) -> str:
+        """Stream (outbox) of objects that became done or failed, appended by the progress
+        scripts in the same step; the webhooks stage moves it onto the outcomes topic."""
+        return f"{self.prefix}:outcomes"
+
+    def webhook(self, webhook_id: str) -> str:
+        """Hash of one webhook: URL, collections, events, signing secret, created time."""
+        return f"{self.prefix}:webhook:{webhook_id}"
+
+    def webhooks(self) -> str:
+        """Set of the ids of every webhook that is registered."""
+        return f"{self.prefix}:webhooks"
+
+    def webhook_delivered(self, webhook_id: str, outcome_id: str) -> str:
+        """Set once a webhook acknowledged an outcome (2xx): a redelivered outcome is not re-sent."""
+        return f"{self.prefix}:whdone:{webhook_id}:{outcome_id}"
+
     def api_key(self, key_id: str) -> str:
         """Hash of one API key: name, collections, scrypt salt and hash, created/revoked times."""
         return f"{self.prefix}:apikey:{key_id}"

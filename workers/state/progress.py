@@ -7,6 +7,11 @@ completes the picture (the last embedding, or the decoder's final segment count)
 Hashes of objects that end `failed` or `skipped` expire (``CAPSTREAM_FAILED_PROGRESS_TTL_S``):
 one event can name thousands of bad objects, and nothing downstream needs them once an
 operator has had time to look (the dead letters keep the detail). `done` hashes stay.
+
+The scripts that move an object to ``done`` or ``failed`` also append the outcome to the outbox
+stream (``RedisKeys.outcomes``) in the same atomic step, so no crash can separate a transition
+from its webhook; the webhooks stage moves the stream onto ``media.outcomes``. Reconcile
+rebuilds progress with ``notify=False``: replaying the log must not announce every object again.
 """
 
 from __future__ import annotations
@@ -24,19 +29,36 @@ from workers.state.replies import reply_text
 
 StageCounter = Literal["decoded", "captioned", "transcribed", "embedded"]
 
+# The outbox stream keeps at most about this many outcomes not yet moved to the topic (a
+# webhooks stage down for that long loses the oldest; ~250 B each).
+OUTBOX_MAX_LEN = 100_000
+
+_OUTBOX = f"""
+local function announce(outbox, notify, event, object_id, key, now, error)
+  if notify ~= '1' then return end
+  redis.call('XADD', outbox, 'MAXLEN', '~', {OUTBOX_MAX_LEN}, '*', 'event', event, 'object_id', object_id,
+             'source_uri', redis.call('HGET', key, 'source_uri') or '',
+             'segments_total', redis.call('HGET', key, 'segments_total') or '', 'error', error, 'at', now)
+end
+"""
+
 # Shared tail: mark the object done when every segment is embedded.
-_MAYBE_DONE = """
-local function maybe_done(key, now)
+_MAYBE_DONE = (
+    _OUTBOX
+    + """
+local function maybe_done(key, now, outbox, notify, object_id)
   local state = redis.call('HGET', key, 'state')
   local total = redis.call('HGET', key, 'segments_total')
   if total and state ~= 'failed' and state ~= 'done' then
     local embedded = tonumber(redis.call('HGET', key, 'embedded') or '0')
     if embedded >= tonumber(total) then
       redis.call('HSET', key, 'state', 'done', 'finished_at', now)
+      announce(outbox, notify, 'object.done', object_id, key, now, '')
     end
   end
 end
 """
+)
 
 _MARK = (
     _MAYBE_DONE
@@ -44,7 +66,7 @@ _MARK = (
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
   redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
-  maybe_done(KEYS[2], ARGV[2])
+  maybe_done(KEYS[2], ARGV[2], KEYS[4], ARGV[5], ARGV[4])
   redis.call('PUBLISH', KEYS[3], ARGV[4])
   return 1
 end
@@ -58,7 +80,7 @@ _SET_TOTAL = (
 redis.call('HSET', KEYS[1], 'segments_total', ARGV[1], 'updated_at', ARGV[2])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'failed' and state ~= 'done' then redis.call('HSET', KEYS[1], 'state', 'decoded') end
-maybe_done(KEYS[1], ARGV[2])
+maybe_done(KEYS[1], ARGV[2], KEYS[3], ARGV[4], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
@@ -73,7 +95,7 @@ redis.call('PERSIST', KEYS[1])
 local next_state = 'decoding'
 if redis.call('HEXISTS', KEYS[1], 'segments_total') == 1 then next_state = 'decoded' end
 redis.call('HSET', KEYS[1], 'state', next_state, 'updated_at', ARGV[1])
-maybe_done(KEYS[1], ARGV[1])
+maybe_done(KEYS[1], ARGV[1], KEYS[3], '1', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
 """
@@ -88,13 +110,16 @@ end
 # A late failure (a duplicate copy of a segment, a redelivered record) never undoes `done`.
 _FAIL = (
     _EXPIRE_FINISHED
+    + _OUTBOX
     + """
-if redis.call('HGET', KEYS[1], 'state') == 'done' then return 0 end
+local before = redis.call('HGET', KEYS[1], 'state')
+if before == 'done' then return 0 end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
 redis.call('HSET', KEYS[1], 'object_id', ARGV[1], 'state', 'failed', 'error', ARGV[2],
            'updated_at', ARGV[3], 'finished_at', ARGV[3])
 expire_finished(KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+if before ~= 'failed' then announce(KEYS[4], ARGV[6], 'object.failed', ARGV[1], KEYS[1], ARGV[3], ARGV[2]) end
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1
 """
@@ -127,6 +152,10 @@ return 1
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -176,22 +205,28 @@ class ProgressStore:
         """Count a segment as finished by a stage; False if it was already counted."""
         return bool(await self.queue_mark(self._redis, stage, object_id, segment_id))
 
-    async def queue_mark(self, client: Redis | Pipeline, stage: StageCounter, object_id: str, segment_id: str) -> Any:
-        """``mark`` on ``client``: with a pipeline, one queued command whose reply is 1 if newly counted."""
+    async def queue_mark(
+        self, client: Redis | Pipeline, stage: StageCounter, object_id: str, segment_id: str, *, notify: bool = True
+    ) -> Any:
+        """``mark`` on ``client``: with a pipeline, one queued command whose reply is 1 if newly
+        counted. ``notify``: announce the object's ``done`` in the outbox if this completes it."""
         return await self._mark(
             keys=[
                 self._keys.done(stage, segment_id),
                 self._keys.progress(object_id),
                 self._keys.progress_channel(),
+                self._keys.outcomes(),
             ],
-            args=[stage, _now(), self._marker_ttl_s, object_id],
+            args=[stage, _now(), self._marker_ttl_s, object_id, _flag(notify)],
             client=client,
         )
 
-    async def set_total(self, object_id: str, segments_total: int, pipe: Pipeline | None = None) -> None:
+    async def set_total(
+        self, object_id: str, segments_total: int, pipe: Pipeline | None = None, *, notify: bool = True
+    ) -> None:
         await self._set_total(
-            keys=[self._keys.progress(object_id), self._keys.progress_channel()],
-            args=[segments_total, _now(), object_id],
+            keys=[self._keys.progress(object_id), self._keys.progress_channel(), self._keys.outcomes()],
+            args=[segments_total, _now(), object_id, _flag(notify)],
             client=pipe,
         )
 
@@ -199,12 +234,24 @@ class ProgressStore:
         """Mark the object failed; False (and no change) if it is already ``done``."""
         return bool(await self.queue_fail(self._redis, object_id, error))
 
-    async def queue_fail(self, client: Redis | Pipeline, object_id: str, error: str) -> Any:
+    async def queue_fail(self, client: Redis | Pipeline, object_id: str, error: str, *, notify: bool = True) -> Any:
         """``fail`` on ``client``: with a pipeline, one queued command whose reply is 1 if it failed the object."""
         now = datetime.now(UTC)
         return await self._fail(
-            keys=[self._keys.progress(object_id), self._keys.objects(), self._keys.progress_channel()],
-            args=[object_id, safe_text(error, _MAX_ERROR_CHARS), now.isoformat(), now.timestamp(), self._failed_ttl_s],
+            keys=[
+                self._keys.progress(object_id),
+                self._keys.objects(),
+                self._keys.progress_channel(),
+                self._keys.outcomes(),
+            ],
+            args=[
+                object_id,
+                safe_text(error, _MAX_ERROR_CHARS),
+                now.isoformat(),
+                now.timestamp(),
+                self._failed_ttl_s,
+                _flag(notify),
+            ],
             client=client,
         )
 
@@ -227,7 +274,8 @@ class ProgressStore:
     async def reset_failure(self, object_id: str) -> bool:
         """Undo ``failed`` before a dead letter is replayed; False if the object was not failed."""
         result = await self._reset_failure(
-            keys=[self._keys.progress(object_id), self._keys.progress_channel()], args=[_now(), object_id]
+            keys=[self._keys.progress(object_id), self._keys.progress_channel(), self._keys.outcomes()],
+            args=[_now(), object_id],
         )
         return bool(result)
 

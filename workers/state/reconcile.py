@@ -6,7 +6,8 @@ embedded (and is a row of the result view), a dead letter failed its object. Rec
 replays that history through the same Lua scripts the workers use (``ProgressStore.mark``,
 ``set_total``, ``fail``; ``ClaimStore.restore``; ``SequencerStore.advance``;
 ``ResultStore.put``). Each is idempotent and order-free, so reconciling twice, or while
-workers run, counts nothing twice.
+workers run, counts nothing twice. It writes with ``notify=False``: an object it finds done
+or failed was announced (webhooks) when that happened, not again now.
 
 It streams: each batch the reader brings (``read_to_end``, 500 records) becomes one Redis
 pipeline of those scripts, and then is dropped. What it keeps is per object and small (ids of
@@ -144,7 +145,7 @@ class Reconciler:
                 await self._decoded(batch, seg, newest)
             else:
                 self.counts.captions += 1
-            await self.progress.queue_mark(batch.pipe, counter, seg.object_id, seg.segment_id)
+            await self.progress.queue_mark(batch.pipe, counter, seg.object_id, seg.segment_id, notify=False)
             batch.queued("newly_marked")
         for (bucket, key), sequencer in newest.items():
             await self.sequencers.queue_advance(batch.pipe, bucket, key, sequencer)
@@ -162,7 +163,7 @@ class Reconciler:
             self._ended.add(seg.object_id)
             self.counts.totals = len(self._ended)
             total = seg.segment_index + 1 + seg.speech_chunks
-            await self.progress.set_total(seg.object_id, total, batch.pipe)
+            await self.progress.set_total(seg.object_id, total, batch.pipe, notify=False)
             batch.queued()
             self.claims.queue_restore(batch.pipe, seg.object_id)
             batch.queued("claims")
@@ -187,7 +188,7 @@ class Reconciler:
                 continue  # another copy of the segment succeeded
             prefix = "" if letter.stage == "decode" else f"{letter.stage} "
             error = f"{prefix}{letter.reason}: {letter.message}"
-            await self.progress.queue_fail(batch.pipe, letter.object_id, error)
+            await self.progress.queue_fail(batch.pipe, letter.object_id, error, notify=False)
             batch.queued("failed", letter.object_id)
         await self._execute(batch)
 
