@@ -47,10 +47,21 @@ ONE_SHOT_CONDITION = "service_completed_successfully"
 Compose = dict[str, Any]
 
 
-def podman_compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+# The secrets a deployment's docker/.env must set: the file has no default for them.
+SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-of-the-test", "CAPSTREAM_SERVE_S3_SECRET": "serve-secret-of-the-test"}
+
+
+class MissingVariable(ValueError):
+    pass
+
+
+def podman_compose_config(path: Path, secrets: dict[str, str] = SECRETS) -> subprocess.CompletedProcess[str]:
     """``podman-compose -f PATH config``: parse, merge and interpolate as podman-compose runs it."""
     exe = Path(sys.executable).with_name("podman-compose")
-    return subprocess.run([str(exe), "-f", str(path), "config"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS} | secrets
+    return subprocess.run(
+        [str(exe), "-f", str(path), "config"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
 
 
 def resolved(path: Path) -> Compose:
@@ -62,13 +73,25 @@ def resolved(path: Path) -> Compose:
     return data
 
 
-_VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\})")
+_VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\})")
+
+
+def _substitute(match: re.Match[str], env: dict[str, str]) -> str:
+    if match.group(0) == "$$":
+        return "$"
+    name, kind, word = match.group(1), match.group(2), match.group(3) or ""
+    if value := env.get(name):
+        return value
+    if kind == "?":
+        raise MissingVariable(f"required variable {name} is missing a value: {word}")
+    return word
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose interpolation: ``${VAR}``, ``${VAR:-default}``, ``$$`` for a literal ``$``."""
+    """Compose interpolation: ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` (raises
+    ``MissingVariable`` when unset), ``$$`` for a literal ``$``."""
     if isinstance(value, str):
-        return _VARIABLE.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1)) or m.group(2) or "", value)
+        return _VARIABLE.sub(lambda m: _substitute(m, env), value)
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
     if isinstance(value, dict):
@@ -76,11 +99,11 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     return value
 
 
-def load(path: Path) -> Compose:
-    """The file as ``podman-compose config`` resolves it with no variables set (anchors and
-    merge keys by PyYAML, defaults by ``interpolate``), without a subprocess per read:
-    ``test_docker_compose`` shows the two agree on the real file."""
-    data = interpolate(yaml.safe_load(path.read_text()), {})
+def load(path: Path, secrets: dict[str, str] = SECRETS) -> Compose:
+    """The file as ``podman-compose config`` resolves it with only the required secrets set
+    (anchors and merge keys by PyYAML, defaults by ``interpolate``), without a subprocess per
+    read: ``test_docker_compose`` shows the two agree on the real file."""
+    data = interpolate(yaml.safe_load(path.read_text()), secrets)
     assert isinstance(data, dict)
     return data
 
@@ -348,10 +371,13 @@ def check_endpoints(compose: Compose, registry: StageRegistry = REGISTRY) -> lis
         expect(name, s3.kafka_bootstrap, "kafka", lambda t, p: "kafka" in str(t.get("image")))
         expect(name, s3.redis_url, "redis", lambda t, p: "redis-server" in argv(t.get("command")))
         expect(name, s3.s3_endpoint_url or "", "s3", lambda t, p: argv(t.get("command"))[:1] == ["server"])
-        if aws != {
+        root = {
             "AWS_ACCESS_KEY_ID": minio_env.get("MINIO_ROOT_USER"),
             "AWS_SECRET_ACCESS_KEY": minio_env.get("MINIO_ROOT_PASSWORD"),
-        }:
+        }
+        if argv(svc.get("command"))[:1] == ["serve"]:
+            problems.extend(_read_only_identity(name, aws, root, services.get("minio-init", {})))
+        elif aws != root:
             problems.append(f"{name}: AWS credentials are not MinIO's root user")
         for serving in model_servings(svc, registry):
             if serving.backend != "openai":
@@ -364,6 +390,27 @@ def check_endpoints(compose: Compose, registry: StageRegistry = REGISTRY) -> lis
             server = expect(name, serving.openai_url, f"vllm serve of {serving.served_name}", serves_model)
             if server and depends(svc).get(server) != "service_healthy":
                 problems.append(f"{name} does not wait for {server} to be healthy")
+    return problems
+
+
+def _read_only_identity(
+    name: str, aws: dict[str, str | None], root: dict[str, str | None], init: dict[str, Any]
+) -> list[str]:
+    """``serve`` signs links with an identity of its own that minio-init creates with MinIO's
+    built-in ``readonly`` policy: never the root user, whose links could be anything."""
+    if aws == root or aws.get("AWS_ACCESS_KEY_ID") == root.get("AWS_ACCESS_KEY_ID"):
+        return [f"{name}: signs with MinIO's root user, not a read-only identity of its own"]
+    init_env = env_of(init)
+    script = " ".join(argv(init.get("command")))
+    made = {
+        k: init_env.get(v)
+        for k, v in (("AWS_ACCESS_KEY_ID", "SERVE_S3_USER"), ("AWS_SECRET_ACCESS_KEY", "SERVE_S3_SECRET"))
+    }
+    problems = []
+    if aws != made or 'mc admin user add local "$SERVE_S3_USER" "$SERVE_S3_SECRET"' not in script:
+        problems.append(f"{name}: its AWS credentials are not the user minio-init creates")
+    if 'mc admin policy attach local readonly --user "$SERVE_S3_USER"' not in script:
+        problems.append(f"{name}: minio-init does not give its user the readonly policy")
     return problems
 
 

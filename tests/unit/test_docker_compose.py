@@ -90,6 +90,19 @@ def test_podman_compose_config_accepts_compose() -> None:
 
 
 @pytest.mark.impure  # podman-compose
+def test_compose_refuses_to_start_without_its_secrets() -> None:
+    """No known password to fall back to: without MINIO_ROOT_PASSWORD or
+    CAPSTREAM_SERVE_S3_SECRET the file does not resolve (podman-compose, and the checks' reader)."""
+    for missing in cc.SECRETS:
+        secrets = {k: v for k, v in cc.SECRETS.items() if k != missing}
+        proc = cc.podman_compose_config(cc.COMPOSE, secrets)
+        assert proc.returncode != 0 and f"required variable {missing} is missing" in proc.stderr, proc.stderr[-500:]
+        with pytest.raises(cc.MissingVariable, match=missing):
+            cc.load(cc.COMPOSE, secrets)
+    assert "capstream-secret" not in cc.COMPOSE.read_text()
+
+
+@pytest.mark.impure  # podman-compose
 def test_checks_read_the_file_as_podman_compose_does(compose: cc.Compose) -> None:
     """The checks read the file in-process (``cc.load``); podman-compose resolves it the same
     way, build sections aside (it makes paths absolute)."""
@@ -176,6 +189,24 @@ FAULTS = [
         "CAPSTREAM_REDIS_URL: redis://redis:6379/0",
         "CAPSTREAM_REDIS_URL: redis://cache:6379/0",
         "redis://cache",
+    ),
+    (  # serve signs links as the root user
+        "endpoints",
+        "      AWS_ACCESS_KEY_ID: capstream-serve\n",
+        "      AWS_ACCESS_KEY_ID: ${MINIO_ROOT_USER:-capstream}\n",
+        "serve: signs with MinIO's root user",
+    ),
+    (
+        "endpoints",
+        "      AWS_ACCESS_KEY_ID: capstream-serve\n",
+        "      AWS_ACCESS_KEY_ID: someone-else\n",
+        "serve: its AWS credentials are not the user minio-init creates",
+    ),
+    (
+        "endpoints",
+        '|| mc admin policy attach local readonly --user "$$SERVE_S3_USER"',
+        '|| mc admin policy attach local readwrite --user "$$SERVE_S3_USER"',
+        "does not give its user the readonly policy",
     ),
     ("redis", '"--appendonly", "yes"', '"--appendonly", "no"', "appendonly=no"),
     ("limits", "memory: 6G", "memory: 4G", "decode-worker: memory 4G"),

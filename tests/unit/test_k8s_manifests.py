@@ -13,6 +13,7 @@ is one the workers export.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -668,3 +669,29 @@ def test_vllm_metric_names_exist_in_vllm() -> None:
     loggers = (Path(spec.origin).parent / "v1" / "metrics" / "loggers.py").read_text()
     for name in VLLM_METRICS:
         assert f'name="{name}"' in loggers, name
+
+
+def s3_secret_problems(deployments: dict[str, Manifest]) -> list[str]:
+    """serve signs links with read-only credentials of its own; the workers never get them."""
+    problems = []
+    for name, deployment in deployments.items():
+        secrets = {
+            ref["secretRef"]["name"]
+            for c in containers(deployment)
+            for ref in c.get("envFrom", [])
+            if "secretRef" in ref
+        }
+        serves = any(c.get("args", [])[:1] == ["serve"] for c in containers(deployment))
+        if serves and secrets != {"capstream-serve-s3"}:
+            problems.append(f"{name}: serve reads S3 secrets {sorted(secrets)}, want only capstream-serve-s3")
+        if not serves and "capstream-serve-s3" in secrets:
+            problems.append(f"{name}: a worker reads serve's read-only secret")
+    return problems
+
+
+def test_serve_signs_with_read_only_credentials_of_its_own(deployments: dict[str, Manifest]) -> None:
+    assert s3_secret_problems(deployments) == []
+    planted = copy.deepcopy(deployments)
+    serve = next(d for d in planted.values() if any(c.get("args", [])[:1] == ["serve"] for c in containers(d)))
+    containers(serve)[0]["envFrom"][1]["secretRef"]["name"] = "capstream-s3"
+    assert any("want only capstream-serve-s3" in p for p in s3_secret_problems(planted))
