@@ -6,6 +6,7 @@ test_mcp)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
@@ -28,7 +29,27 @@ from workers.state import ProgressStore, RedisKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = next(d for d in DOCS if d.key == "clips/cat.mp4" and d.index == 0)
-MEDIA = b"not really a video, but the bytes the link must return"
+CAT_LATER = next(d for d in DOCS if d.key == "clips/cat.mp4" and d.index == 1)
+
+
+def tiny_video(seconds: int = 12, fps: int = 2) -> bytes:
+    """A real H.264 MP4 (64x64, a few kB) for cat.mp4, so a browser can open a link to it at a
+    segment's time."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), (i * 9) % 256, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return out.getvalue()
+
+
+MEDIA = tiny_video()
 STOCK = next(d for d in DOCS if d.key == "other/stock.mp4")  # the archive collection's
 
 
@@ -51,7 +72,7 @@ def _upload(stack: StackEndpoints, key: str, body: bytes) -> None:
         aws_access_key_id=stack.s3_access_key,
         aws_secret_access_key=stack.s3_secret_key,
     )
-    client.put_object(Bucket=stack.bucket, Key=key, Body=body)
+    client.put_object(Bucket=stack.bucket, Key=key, Body=body, ContentType="video/mp4")
 
 
 async def _progress_and_keys(stack: StackEndpoints, prefix: str) -> dict[str, str]:

@@ -1,15 +1,18 @@
 """End to end: real broker, Redis, S3 and vLLM engines on CPU; media in, captions and
 embeddings out; duplicates do no new work; a corrupt file fails alone with a DLQ reason; what
 is said in a video is found by search at its time, and silent or soundless media finish without
-transcript rows."""
+transcript rows. A webhook whose receiver never answers holds the webhooks stage (in the same
+process) for the whole run, and every object still finishes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from workers.runtime.kafka import read_topics
 from workers.samples import SPOKEN_SENTENCE, SPOKEN_WORD
 from workers.settings import DecodeSettings, IndexSettings, S3Settings
 from workers.state import ProgressStore, RedisKeys, ResultStore
+from workers.webhooks.store import WebhookStore
 
 pytestmark = pytest.mark.e2e
 
@@ -88,11 +92,54 @@ class Workers:
         return found
 
 
+class HungReceiver:
+    """Accepts webhook POSTs on 127.0.0.1 and never answers them, until closed."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/hook"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def hung_receiver() -> Iterator[HungReceiver]:
+    receiver = HungReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+# Every POST waits on the hung receiver for the whole run (the webhooks stage's slots stay
+# taken); once it closes, a second failed try dead-letters the outcome, so shutdown is quick.
+WEBHOOK_ENV = {
+    "CAPSTREAM_WEBHOOK_ALLOW_PRIVATE": "true",
+    "CAPSTREAM_WEBHOOK_TIMEOUT_S": "900",
+    "CAPSTREAM_WEBHOOK_MAX_ATTEMPTS": "2",
+    "CAPSTREAM_WEBHOOK_BACKOFF_S": "0.1",
+}
+
+
 @pytest.fixture
 def workers(stack_env: StackEndpoints, tmp_path: Path) -> Iterator[Workers]:
-    """All four stages in one real worker process (`capstream run`), offline CPU models."""
+    """Every stage in one real worker process (`capstream run`), offline CPU models."""
     log_path = tmp_path / "workers.log"
-    proc = spawn_worker(["run"], {**os.environ, **offline_env(), "CAPSTREAM_LOG_LEVEL": "INFO"}, log_path)
+    env = {**os.environ, **offline_env(), **WEBHOOK_ENV, "CAPSTREAM_LOG_LEVEL": "INFO"}
+    proc = spawn_worker(["run"], env, log_path)
     try:
         yield Workers(proc, log_path)
     finally:
@@ -137,9 +184,16 @@ async def _committed_events(settings: S3Settings) -> int:
         await consumer.stop()
 
 
-async def test_pipeline_end_to_end(media: dict[str, Path], speech_media: SpokenMedia, workers: Workers) -> None:
+async def test_pipeline_end_to_end(
+    media: dict[str, Path], speech_media: SpokenMedia, workers: Workers, hung_receiver: HungReceiver
+) -> None:
     settings = S3Settings()
     offline = offline_env()
+    hooks = Redis.from_url(settings.redis_url)
+    await WebhookStore(hooks, RedisKeys(settings.key_prefix)).add(
+        hung_receiver.url, ["default"], ["object.done", "object.failed"]
+    )
+    await hooks.aclose()
     submitted = await submit([*media.values(), *speech_media.paths.values()], settings)
     by_name = {Path(s.name).stem: s for s in submitted}
     names = {s.object_id: s.key for s in submitted}
@@ -192,6 +246,13 @@ async def test_pipeline_end_to_end(media: dict[str, Path], speech_media: SpokenM
 
         await _duplicate_does_no_new_work(settings, by_name["montage"], redis, keys)
         await _speech_is_searchable(settings, by_name, states, speech_media.voice, redis, keys)
+
+        # All of that happened while the webhook's receiver held every outcome's POST unanswered.
+        for _ in range(150):
+            if len(hung_receiver.held) >= len(submitted):
+                break
+            await asyncio.sleep(0.2)
+        assert len(hung_receiver.held) == len(submitted), "one POST per finished object, none answered"
     finally:
         await redis.aclose()
 

@@ -13,7 +13,7 @@ import lancedb
 import pytest
 
 from tests.search_fixtures import COLLECTIONS, DOCS, TABLE, Doc, rows
-from tests.serve_process import CAT, MEDIA, STOCK, Server, running_serve
+from tests.serve_process import CAT, CAT_LATER, MEDIA, STOCK, Server, running_serve
 from workers.access.api_keys import FAILED_CHECKS_PER_MIN
 from workers.localstack import StackEndpoints
 
@@ -268,5 +268,33 @@ def test_page_in_headless_chromium(server: Server) -> None:
             assert "#t=" in (hit.find_element(By.CSS_SELECTOR, "a.open").get_attribute("href") or "")
         assert "hits (hybrid" in driver.find_element(By.ID, "status").text
         driver.save_screenshot(str(server.artifacts / "search-page.png"))
+
+        # A later moment's link opens the object in this browser at that moment, through the
+        # public endpoint the link was signed for (localhost, not the store's 127.0.0.1).
+        box.clear()
+        box.send_keys(CAT_LATER.caption)
+        box.submit()
+        later = f"{CAT_LATER.start_s:.3f},{CAT_LATER.end_s:.3f}"
+        href = WebDriverWait(driver, 60).until(
+            lambda d: next(
+                (
+                    h
+                    for a in d.find_elements(By.CSS_SELECTOR, "#hits .hit a.open")
+                    if (h := a.get_attribute("href") or "").endswith(f"#t={later}")
+                ),
+                None,
+            )
+        )
+        assert href.startswith("http://localhost:"), href
+        driver.get(href)
+        video = WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script(
+                "const v = document.querySelector('video');"
+                "return v && v.readyState >= 1 ? [v.currentTime, v.duration, v.error && v.error.code] : null"
+            )
+        )
+        current, duration, error = video
+        assert error is None and duration == pytest.approx(12, abs=0.6)
+        assert CAT_LATER.start_s <= current <= CAT_LATER.end_s + 0.1, video
     finally:
         driver.quit()

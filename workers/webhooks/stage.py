@@ -35,7 +35,6 @@ from schemas.outcome import ObjectOutcome, WebhookObject, WebhookPayload
 from workers.runtime.dead_letters import dead_letter_for
 from workers.runtime.errors import PermanentError
 from workers.runtime.kafka import make_producer
-from workers.runtime.metrics import Outcome
 from workers.runtime.outbound import public_uri
 from workers.runtime.redaction import safe_text
 from workers.runtime.stage import Output, RecordContext, Stage
@@ -116,8 +115,7 @@ class WebhookStage(Stage[ObjectOutcome]):
         collection = self.collections.of(*source_parts(item.source_uri))
         hooks = [h for h in await self.store.all() if h.wants(item.event, collection)]
         if not hooks or collection is None:
-            ctx.verdict.outcome = Outcome.FILTERED
-            return
+            return  # nobody to tell: done
         data = WebhookObject(
             object_id=item.object_id,
             source_uri=public_uri(item.source_uri),
