@@ -20,6 +20,8 @@ def offline_env() -> dict[str, str]:
         # Structured captions must fit the tiny model's 2048-token context with the frames.
         "CAPSTREAM_CAPTION_STRUCTURED_MAX_TOKENS": "192",
         "CAPSTREAM_CAPTION_ENGINE_ARGS": json.dumps({"max_model_len": 2048, "enforce_eager": True}),
+        # An answer's budget within that context, beside 8 moments and their thumbnails.
+        "CAPSTREAM_ASK_MAX_TOKENS": "256",
         "CAPSTREAM_EMBED_MODEL": str(minilm_model_dir()),
         "CAPSTREAM_EMBED_MODEL_NAME": "sentence-transformers/all-MiniLM-L6-v2",
         "CAPSTREAM_EMBED_BACKEND": "vllm",

@@ -407,6 +407,11 @@ class SearchSettings(IndexSettings, EmbedSettings):
         default="",
         description="Host headers serve answers, comma-separated; unset = loopback names on a loopback address",
     )
+    ask_k: int = Field(default=8, ge=1, le=20, description="moments `ask` retrieves and shows the model")
+    ask_max_tokens: int = Field(
+        default=512, ge=64, description="tokens an answer may take (its JSON included); sets the answer's length bound"
+    )
+    ask_max_question_chars: int = Field(default=2000, ge=1, description="a longer question is cut (and says so)")
     serve_host: str = Field(default="127.0.0.1", description="`capstream serve` listen address")
     serve_port: int = Field(default=8686, ge=1, le=65535, description="`capstream serve` port")
     serve_auth: bool = Field(

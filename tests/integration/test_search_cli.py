@@ -28,7 +28,7 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def capstream(index: Path, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def capstream(index: Path, *args: str, home: Path, command: str = "search") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPSTREAM_", "AWS_"))}
     env |= offline_env() | {
         "CAPSTREAM_HOME": str(home),  # no recorded stack: nothing but the index is needed
@@ -37,7 +37,7 @@ def capstream(index: Path, *args: str, home: Path) -> subprocess.CompletedProces
         "CAPSTREAM_LOG_LEVEL": "WARNING",
     }
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", "search", *args],
+        [sys.executable, "-m", "workers.cli.main", command, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -98,3 +98,16 @@ def test_no_index_yet_means_no_hits(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [] and "nothing is indexed yet" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_ask_answers_with_citations_of_retrieved_moments_only(index_dir: Path, tmp_path: Path) -> None:
+    """``capstream ask`` as a user runs it: the offline MiniLM and tiny Qwen3-VL engines in one
+    process; the JSON answer cites only moments it lists, and an empty question exits 2."""
+    out = capstream(index_dir, "Where is the kitten?", "--json", "--k", "3", home=tmp_path, command="ask")
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = json.loads(out.stdout)
+    ids = {m["id"] for m in answer["moments"]}
+    assert 1 <= len(ids) <= 3 and {c["id"] for c in answer["citations"]} <= ids
+    assert answer["timings"]["visual_tokens"] > 0
+    empty = capstream(index_dir, "  ", home=tmp_path, command="ask")
+    assert empty.returncode == 2 and "the question is empty" in empty.stderr

@@ -4,9 +4,12 @@ then the page in headless Chromium with a key."""
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import lancedb
@@ -16,6 +19,7 @@ from tests.search_fixtures import COLLECTIONS, DOCS, TABLE, Doc, rows
 from tests.serve_process import CAT, CAT_LATER, MEDIA, STOCK, Server, running_serve
 from workers.access.api_keys import FAILED_CHECKS_PER_MIN
 from workers.localstack import StackEndpoints
+from workers.webhooks.stage import source_parts
 
 pytestmark = pytest.mark.e2e  # the real vLLM MiniLM engine embeds the queries
 
@@ -269,6 +273,20 @@ def test_page_in_headless_chromium(server: Server) -> None:
         assert "hits (hybrid" in driver.find_element(By.ID, "status").text
         driver.save_screenshot(str(server.artifacts / "search-page.png"))
 
+        # The Ask box: the answer arrives over server-sent events and cites retrieved moments.
+        driver.find_element(By.ID, "question").send_keys("What is the kitten doing?")
+        driver.find_element(By.ID, "question").submit()
+
+        def answered(d: Any) -> str | None:
+            text: str = d.find_element(By.ID, "answer-status").text
+            return text if "cited" in text or "error" in text else None
+
+        status = WebDriverWait(driver, 240).until(answered)
+        assert "moments" in status and "error" not in status, status
+        assert driver.find_element(By.CSS_SELECTOR, "#answer .text").text
+        for cite in driver.find_elements(By.CSS_SELECTOR, "#answer a.cite"):
+            assert "#t=" in (cite.get_attribute("href") or "") and cite.text.startswith("[m")
+
         # A later moment's link opens the object in this browser at that moment, through the
         # public endpoint the link was signed for (localhost, not the store's 127.0.0.1).
         box.clear()
@@ -298,3 +316,47 @@ def test_page_in_headless_chromium(server: Server) -> None:
         assert CAT_LATER.start_s <= current <= CAT_LATER.end_s + 0.1, video
     finally:
         driver.quit()
+
+
+# -- ask: answers that cite retrieved moments (the tiny Qwen3-VL on vLLM, in serve's process) --
+def ask_events(server: Server, who: str, body: dict[str, object]) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("POST", f"{server.url}/ask", json=body, headers=server.auth(who), timeout=300) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_ask_streams_moments_then_an_answer_that_cites_only_them(server: Server) -> None:
+    events = ask_events(server, "every", {"question": "What is the kitten doing?", "k": 4})
+    assert [name for name, _ in events] == ["moments", "answer", "done"], events
+    moments = events[0][1]["moments"]
+    answer = events[1][1]
+    assert 1 <= len(moments) <= 4 and [m["id"] for m in moments] == [m["id"] for m in answer["moments"]]
+    given = {m["id"]: m for m in answer["moments"]}
+    by_segment = {d.segment_id: d for d in DOCS}
+    for cited in answer["citations"]:  # guided decoding: a citation can only name a given moment
+        assert cited["id"] in given and cited == given[cited["id"]]
+    for m in answer["moments"]:
+        doc = by_segment[m["segment_id"]]
+        assert (m["start_s"], m["end_s"]) == (doc.start_s, doc.end_s) and m["object_id"] == doc.object_id
+        assert m["media_url"].endswith(f"#t={doc.start_s:.3f},{doc.end_s:.3f}")
+    # The prompt carried the moments' frames (their thumbnails), counted as visual tokens.
+    assert all(m["with_frame"] for m in answer["moments"] if m["modality"] != "speech")
+    assert answer["timings"]["visual_tokens"] > 0 and answer["timings"]["model_ms"] > 0
+    assert answer["cut_off"] or isinstance(answer["found"], bool)
+
+
+def test_ask_is_scoped_and_refuses_bad_requests(server: Server) -> None:
+    events = ask_events(server, "clips", {"question": "stock market traders", "k": 6})
+    assert {COLLECTIONS.of(*source_parts(m["uri"])) for m in events[0][1]["moments"]} <= {"clips"}
+    post = functools.partial(httpx.post, f"{server.url}/ask", timeout=60)
+    assert post(json={"question": "kitten"}).status_code == 401
+    assert post(json={"question": "   "}, headers=server.auth("clips")).status_code == 422
+    other = post(json={"question": "market", "object_id": STOCK.object_id}, headers=server.auth("clips"))
+    assert other.status_code == 404  # another collection's object, as if it did not exist

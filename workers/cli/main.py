@@ -82,6 +82,13 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
         "--no-merge", dest="merge", action="store_false", help="keep a caption and the speech of its moment apart"
     )
     se.add_argument("--json", action="store_true", help="list of {object_id, segment_id, uri, ..., score}")
+    ak = sub.add_parser("ask", help="answer a question from the index's moments, citing them (the caption model)")
+    ak.add_argument("question", metavar="QUESTION")
+    ak.add_argument("--k", type=int, help="moments to retrieve (default CAPSTREAM_ASK_K)")
+    ak.add_argument("--object", dest="object_id", help="only this object id")
+    ak.add_argument("--bucket", help="only objects in this bucket")
+    ak.add_argument("--prefix", help="only keys starting with this")
+    ak.add_argument("--json", action="store_true", help="the answer, its citations, every moment and the timings")
     sv = sub.add_parser("serve", help="HTTP search API and page (FastAPI)")
     sv.add_argument("--host", help="default CAPSTREAM_SERVE_HOST (127.0.0.1)")
     sv.add_argument("--port", type=int, help="default CAPSTREAM_SERVE_PORT (8686)")
@@ -117,7 +124,7 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     mc.add_argument("--url", default="http://127.0.0.1:8686", help="the capstream serve to ask")
     co = sub.add_parser("collections", help="the configured collections and their sources")
     co.add_argument("--json", action="store_true")
-    for p in (se, sv):
+    for p in (se, sv, ak):
         p.add_argument("--offline", action="store_true", help="embed queries with the offline CPU model (MiniLM)")
 
     ri = sub.add_parser("reindex", help="rebuild the search index from the embeddings and removals topics")
@@ -245,6 +252,11 @@ def _dispatch(argv: list[str] | None) -> int:
         from workers.cli.inspect import cmd_results
 
         return asyncio.run(cmd_results(args.object_id, args.json))
+    if cmd == "ask":
+        from workers.cli.ask import cmd_ask
+
+        _offline_env(args.offline)
+        return asyncio.run(cmd_ask(args.question, args.json, args.k, args.object_id, args.bucket, args.prefix))
     if cmd == "search":
         from workers.cli.search import cmd_search
 

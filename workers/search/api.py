@@ -4,6 +4,8 @@ to the routes that serve them).
 - ``GET /search?q=&k=&mode=&bucket=&prefix=&object_id=&per_object=&modality=&merge=&cursor=``: hits (the shape of
   ``capstream search --json``, plus a thumbnail URL and a presigned media link that opens at
   the segment, ``#t=start,end``), and whether the query was truncated.
+- ``POST /ask`` (an ``AskRequest``): server-sent events, the retrieved moments and then an
+  answer that cites them (``workers.ask``).
 - ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
 - ``GET /thumbnails/{segment_id}``: the segment's JPEG thumbnail.
 - ``GET /healthz`` (no key needed: status, row count, whether keys are required);
@@ -17,6 +19,7 @@ object or thumbnail is a 404.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,14 +30,17 @@ import structlog
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.embeddings import Modality
 from workers.access.api_keys import ApiKeyStore
+from workers.ask.answerer import Answerer
+from workers.ask.protocol import AskRequest, Moment
 from workers.index.table import sql_literal
+from workers.runtime.continuous import engine_thread
 from workers.runtime.outbound import public_uri
 from workers.s3_client import s3_client
 from workers.search.auth import Authenticator, Authorized, Caller, is_loopback
@@ -92,22 +98,34 @@ class Health(BaseModel):
 class App:
     """What the routes share: the searcher, Redis and the S3 client for media links."""
 
-    def __init__(self, settings: SearchSettings, searcher: Searcher) -> None:
+    def __init__(self, settings: SearchSettings, searcher: Searcher, answerer: Answerer) -> None:
         self.settings = settings
         self.searcher = searcher
+        self.answerer = answerer
         self.redis: Redis | None = None
         self.cursors: CursorStore | None = None
         self.s3: Any = None
 
     async def media_url(self, hit: SearchHit) -> str | None:
-        if self.s3 is None or not (hit.uri.startswith("s3://") and hit.bucket and hit.key):
+        return await self.link(hit.uri, hit.start_s, hit.end_s)
+
+    async def link(self, uri: str, start_s: float, end_s: float) -> str | None:
+        """A presigned link that opens an S3 object at ``start_s``-``end_s`` (None for others)."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if self.s3 is None or not (uri.startswith("s3://") and bucket and key):
             return None
         url: str = await self.s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": hit.bucket, "Key": hit.key},
-            ExpiresIn=self.settings.search_presign_expiry_s,
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.settings.search_presign_expiry_s
         )
-        return f"{url}#t={hit.start_s:.3f},{hit.end_s:.3f}"
+        return f"{url}#t={start_s:.3f},{end_s:.3f}"
+
+    async def linked(self, moments: list[Moment]) -> list[Moment]:
+        """Moments as a caller may see them: a link each, source URIs without secrets."""
+        links = await asyncio.gather(*(self.link(m.uri, m.start_s, m.end_s) for m in moments))
+        return [
+            m.model_copy(update={"media_url": url, "uri": public_uri(m.uri)})
+            for m, url in zip(moments, links, strict=True)
+        ]
 
     def rows(self, where: str, columns: list[str], limit: int, caller: Caller) -> list[dict[str, Any]]:
         """Rows matching ``where`` in the caller's collections."""
@@ -142,7 +160,11 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
     settings = settings or SearchSettings()
     if not settings.serve_auth and not is_loopback(settings.serve_host):
         raise ValueError(f"--no-auth is only for a loopback address, not {settings.serve_host}")
-    state = App(settings, searcher or Searcher(settings))
+    # One thread for the in-process engines (query embedder, answering model): two vLLM
+    # engines must never step at the same time.
+    engines = engine_thread("serve-engines")
+    searcher = searcher or Searcher(settings, engine_executor=engines)
+    state = App(settings, searcher, Answerer(settings, searcher, engines))
     authenticator = Authenticator(settings.serve_auth, settings.serve_rate_limit_per_min)
 
     @asynccontextmanager
@@ -150,6 +172,8 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         async with AsyncExitStack() as stack:
             await state.searcher.start()
             stack.push_async_callback(state.searcher.close)
+            stack.push_async_callback(state.answerer.close)
+            stack.callback(engines.shutdown, wait=False, cancel_futures=True)
             state.redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(state.redis.aclose)
             authenticator.store = ApiKeyStore(state.redis, RedisKeys(settings.key_prefix))
@@ -265,6 +289,47 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             next_cursor=next_cursor,
         )
 
+    @app.post(
+        "/ask",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "moments, then answer, then done"}},
+    )
+    async def ask(body: AskRequest, caller: Authorized) -> StreamingResponse:
+        """Server-sent events: ``moments`` (what was retrieved, with links) as soon as the
+        search is done, ``answer`` (an ``Answer``) when the model is, then ``done``; a failure
+        after the stream started is an ``error`` event."""
+        if not body.question.strip():
+            raise HTTPException(status_code=422, detail="question: empty")
+        if body.object_id is not None:
+            oid = body.object_id
+            found = await asyncio.to_thread(state.rows, f"object_id = {sql_literal(oid)}", ["object_id"], 1, caller)
+            if not found:
+                raise HTTPException(status_code=404, detail="no such object")
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                question, truncated, moments = await state.answerer.retrieve(body, caller.collections)
+                yield sse(
+                    "moments",
+                    {
+                        "question": question,
+                        "question_truncated": truncated,
+                        "moments": [m.model_dump(mode="json") for m in await state.linked(moments)],
+                    },
+                )
+                answer = await state.answerer.answer(body, caller.collections, (question, truncated, moments))
+                shown = {m.id: m for m in await state.linked(answer.moments)}
+                answer = answer.model_copy(
+                    update={"moments": list(shown.values()), "citations": [shown[c.id] for c in answer.citations]}
+                )
+                yield sse("answer", answer.model_dump(mode="json"))
+                yield sse("done", {})
+            except Exception as exc:  # the status line is gone: say it in the stream
+                log.error("ask_failed", error=f"{type(exc).__name__}: {exc}")
+                yield sse("error", {"detail": f"{type(exc).__name__}: {exc}"})
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
     @app.get("/objects/{object_id}", response_model=ObjectResponse)
     async def get_object(object_id: str, caller: Authorized) -> ObjectResponse:
         progress, error = None, None
@@ -309,3 +374,8 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         return HTMLResponse(page)
 
     return app
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    """One server-sent event (the data is one line of JSON)."""
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"

@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 from collections.abc import Set as AbstractSet
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,14 @@ def load_tokenizer(model: str) -> QueryTokenizer | None:
 class Searcher:
     """Embeds queries with the embed stage's model and backend and searches the index."""
 
-    def __init__(self, settings: SearchSettings, backend: EmbedBackend | None = None) -> None:
+    def __init__(
+        self, settings: SearchSettings, backend: EmbedBackend | None = None, engine_executor: Executor | None = None
+    ) -> None:
+        """``engine_executor``: the thread of every in-process engine of this process (an
+        answering engine beside the query embedder must never run at the same time)."""
         self.settings = settings
         self._backend = backend
+        self._executor = engine_executor
         self._backend_started = False
         self._lock = asyncio.Lock()
         self._db: Any = None
@@ -195,7 +201,7 @@ class Searcher:
     async def _embedder(self) -> EmbedBackend:
         async with self._lock:
             if self._backend is None:
-                self._backend = make_embed_backend(self.settings)
+                self._backend = make_embed_backend(self.settings, self._executor)
             if not self._backend_started:
                 await self._backend.start()
                 self._backend_started = True
