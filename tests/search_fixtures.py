@@ -33,6 +33,7 @@ class Doc:
     colour: tuple[int, int, int] = (200, 80, 40)
     modality: str = "visual"  # a speech row is numbered apart: its index is the chunk's
     language: str | None = None
+    page_number: int | None = None  # a document page (its times are 0, as the decoder writes them)
 
     @property
     def object_id(self) -> str:
@@ -45,11 +46,11 @@ class Doc:
 
     @property
     def start_s(self) -> float:
-        return 5.0 * self.index
+        return 0.0 if self.page_number else 5.0 * self.index
 
     @property
     def end_s(self) -> float:
-        return 5.0 * self.index + 5.0
+        return 0.0 if self.page_number else 5.0 * self.index + 5.0
 
 
 # One long video (many segments about cooking), and short ones on distinct topics.
@@ -65,6 +66,15 @@ DOCS = [
     Doc("archive", "clips/snow.mp4", 0, "Skiers race down a snowy mountain slope.", (240, 240, 250)),
     Doc("archive", "other/stock.mp4", 0, "Traders watch stock market charts on many screens.", (20, 120, 40)),
     Doc("media", "clips/cooking-short.mp4", 0, "A cook fries eggs in a pan in a small kitchen.", (250, 200, 50)),
+    Doc(
+        "media",
+        "clips/annual-report.pdf",
+        2,
+        "Annual report, revenue table: revenue grew to 41 million euros in 2025.",
+        (255, 255, 255),
+        modality="page",
+        page_number=3,
+    ),
 ]
 
 
@@ -108,6 +118,7 @@ def rows(docs: list[Doc]) -> list[dict[str, Any]]:
             "caption_model": "capstream/test-captions",
             "modality": d.modality,
             "language": d.language,
+            "page_number": d.page_number,
             "collection": COLLECTIONS.of(d.bucket, d.key) or UNFILED,
             "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
             "vector": v,

@@ -192,11 +192,15 @@ _TIMES = {"created_at", "updated_at", "finished_at"}
 
 async def _dump(redis: Redis, prefix: str) -> dict[str, tuple[str, bool, object]]:
     """Every key under ``prefix``: (type, has a TTL, value), values normalised where the two
-    writers legitimately differ (claim owners, sequencer zero padding, write times)."""
+    writers legitimately differ (claim owners, sequencer zero padding, write times). The
+    webhooks' outbox is left out: it holds notifications of transitions as they happened,
+    which reconcile deliberately does not announce again (``notify=False``)."""
     out: dict[str, tuple[str, bool, object]] = {}
     async for raw in redis.scan_iter(match=f"{prefix}:*"):
         key = raw.decode()
         name = key[len(prefix) + 1 :]
+        if key == RedisKeys(prefix).outcomes():
+            continue
         kind = (await redis.type(key)).decode()
         value: object
         if kind == "string":

@@ -66,6 +66,7 @@ def test_json_hits_with_the_vllm_engine_and_an_over_long_query(index_dir: Path, 
         "modality",
         "language",
         "collection",
+        "page_number",
         "also",
     }
     assert hits[0]["segment_id"] == CAT.segment_id and hits[0]["start_s"] == 0.0 and hits[0]["end_s"] == 5.0

@@ -269,7 +269,11 @@ def test_page_in_headless_chromium(server: Server) -> None:
             img = hit.find_element(By.TAG_NAME, "img")
             assert driver.execute_script("return arguments[0].naturalWidth", img) > 0
             assert hit.find_element(By.CSS_SELECTOR, ".caption").text
-            assert "#t=" in (hit.find_element(By.CSS_SELECTOR, "a.open").get_attribute("href") or "")
+            href = hit.find_element(By.CSS_SELECTOR, "a.open").get_attribute("href") or ""
+            if "annual-report.pdf" in hit.text:  # a document page: shown and opened as its page
+                assert "page 3" in hit.text and href.endswith("#page=3")
+            else:
+                assert "#t=" in href
         assert "hits (hybrid" in driver.find_element(By.ID, "status").text
         driver.save_screenshot(str(server.artifacts / "search-page.png"))
 
@@ -285,7 +289,8 @@ def test_page_in_headless_chromium(server: Server) -> None:
         assert "moments" in status and "error" not in status, status
         assert driver.find_element(By.CSS_SELECTOR, "#answer .text").text
         for cite in driver.find_elements(By.CSS_SELECTOR, "#answer a.cite"):
-            assert "#t=" in (cite.get_attribute("href") or "") and cite.text.startswith("[m")
+            href = cite.get_attribute("href") or ""
+            assert ("#t=" in href or "#page=" in href) and cite.text.startswith("[m")
 
         # A later moment's link opens the object in this browser at that moment, through the
         # public endpoint the link was signed for (localhost, not the store's 127.0.0.1).
@@ -339,13 +344,14 @@ def test_ask_streams_moments_then_an_answer_that_cites_only_them(server: Server)
     answer = events[1][1]
     assert 1 <= len(moments) <= 4 and [m["id"] for m in moments] == [m["id"] for m in answer["moments"]]
     given = {m["id"]: m for m in answer["moments"]}
-    by_segment = {d.segment_id: d for d in DOCS}
     for cited in answer["citations"]:  # guided decoding: a citation can only name a given moment
         assert cited["id"] in given and cited == given[cited["id"]]
-    for m in answer["moments"]:
-        doc = by_segment[m["segment_id"]]
-        assert (m["start_s"], m["end_s"]) == (doc.start_s, doc.end_s) and m["object_id"] == doc.object_id
-        assert m["media_url"].endswith(f"#t={doc.start_s:.3f},{doc.end_s:.3f}")
+    for m in answer["moments"]:  # each moment is its indexed segment, at its times
+        indexed = httpx.get(f"{server.url}/objects/{m['object_id']}", headers=server.auth("every")).json()["indexed"]
+        segment = next(seg for seg in indexed if seg["segment_id"] == m["segment_id"])
+        assert (m["start_s"], m["end_s"]) == (segment["start_s"], segment["end_s"])
+        at = f"#page={m['page_number']}" if m["page_number"] else f"#t={m['start_s']:.3f},{m['end_s']:.3f}"
+        assert m["media_url"].endswith(at)
     # The prompt carried the moments' frames (their thumbnails), counted as visual tokens.
     assert all(m["with_frame"] for m in answer["moments"] if m["modality"] != "speech")
     assert answer["timings"]["visual_tokens"] > 0 and answer["timings"]["model_ms"] > 0
@@ -360,3 +366,18 @@ def test_ask_is_scoped_and_refuses_bad_requests(server: Server) -> None:
     assert post(json={"question": "   "}, headers=server.auth("clips")).status_code == 422
     other = post(json={"question": "market", "object_id": STOCK.object_id}, headers=server.auth("clips"))
     assert other.status_code == 404  # another collection's object, as if it did not exist
+
+
+def test_a_question_about_a_pdf_page_is_answered_from_that_page(server: Server) -> None:
+    report = next(d for d in DOCS if d.page_number == 3)
+    hits = httpx.get(
+        f"{server.url}/search", params={"q": "revenue table annual report", "k": 1}, headers=server.auth("clips")
+    ).json()["hits"]
+    assert hits[0]["segment_id"] == report.segment_id and hits[0]["page_number"] == 3
+    assert hits[0]["media_url"].endswith("#page=3")  # opens the document at its page
+    events = ask_events(server, "clips", {"question": "What was the revenue?", "object_id": report.object_id})
+    answer = events[1][1]
+    [moment] = answer["moments"]
+    assert moment["page_number"] == 3 and moment["media_url"].endswith("#page=3")
+    # The tiny random model may or may not cite it; whatever it cites is that page.
+    assert all(c["page_number"] == 3 for c in answer["citations"])

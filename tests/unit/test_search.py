@@ -62,6 +62,7 @@ def test_hit_json_shape(table: Any) -> None:
         "modality",
         "language",
         "collection",
+        "page_number",
         "score",
         "also",
     }

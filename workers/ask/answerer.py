@@ -46,6 +46,7 @@ def moment_of(index: int, hit: SearchHit) -> Moment:
         start_s=hit.start_s,
         end_s=hit.end_s,
         modality=hit.modality,
+        page_number=hit.page_number,
         text=hit.caption,
         said=said,
     )

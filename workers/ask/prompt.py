@@ -43,8 +43,8 @@ def clock(seconds: float) -> str:
 
 
 def moment_block(m: Moment, name: str) -> str:
-    if m.modality == "page":
-        where = f"{name} page"
+    if m.page_number is not None:
+        where = f"{name} page {m.page_number}"
     else:
         where = f"{name} {clock(m.start_s)}–{clock(m.end_s)}"
     lines = [f"[{m.id}] {where}"]

@@ -25,6 +25,7 @@ class Moment(BaseModel):
     start_s: float
     end_s: float
     modality: Modality
+    page_number: int | None = Field(default=None, description="the page of a document, which its citation names")
     text: str = Field(description="the caption, or what was said")
     said: str | None = Field(default=None, description="what was said at the same moment, when merged")
     with_frame: bool = Field(default=False, description="its frame (the index's thumbnail) was in the prompt")

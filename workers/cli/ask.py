@@ -18,7 +18,8 @@ def format_answer(answer: Answer) -> str:
     if answer.citations:
         lines.append("cited:")
         for m in answer.citations:
-            lines.append(f"  [{m.id}] {clock(m.start_s)}-{clock(m.end_s)}  {m.uri}")
+            where = f"page {m.page_number}" if m.page_number is not None else f"{clock(m.start_s)}-{clock(m.end_s)}"
+            lines.append(f"  [{m.id}] {where}  {m.uri}")
     elif answer.moments:
         lines.append("cited: none (the retrieved moments do not hold the answer, as the model read them)")
     t = answer.timings

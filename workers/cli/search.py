@@ -49,7 +49,8 @@ def format_hits(hits: list[SearchHit], width: int = 70) -> str:
         texts = [(h.modality, h.caption), *((a.modality, a.text) for a in h.also)]
         caption = " | ".join(f"said: {' '.join(t.split())}" if m == "speech" else " ".join(t.split()) for m, t in texts)
         caption = caption if len(caption) <= width else caption[: width - 1] + "…"
-        rows.append((f"{h.score:.4f}", f"{clock(h.start_s)}-{clock(h.end_s)}", source, caption))
+        where = f"page {h.page_number}" if h.page_number is not None else f"{clock(h.start_s)}-{clock(h.end_s)}"
+        rows.append((f"{h.score:.4f}", where, source, caption))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(
         "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(r)).rstrip() for r in rows

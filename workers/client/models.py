@@ -46,10 +46,11 @@ class Hit(_Answer):
     modality: Modality = "visual"
     language: str | None = None
     collection: str | None = None
+    page_number: int | None = None  # a document page's hit (its times are 0)
     score: float
     also: list[MomentText] = Field(default_factory=list)
     thumbnail_url: str  # relative to the server: CapstreamClient.thumbnail(segment_id) fetches it with the key
-    media_url: str | None  # presigned link to the media, opening at the segment (#t=start,end)
+    media_url: str | None  # presigned link to the media, opening at the segment (#t=start,end) or page (#page=N)
 
 
 class SearchPage(_Answer):

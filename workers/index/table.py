@@ -54,6 +54,7 @@ def row_schema(dim: int) -> pa.Schema:
             pa.field("caption_model", pa.string(), nullable=False),
             pa.field("modality", pa.string(), nullable=False),  # visual, speech or page (schemas.embeddings)
             pa.field("language", pa.string()),  # a transcript's language
+            pa.field("page_number", pa.int32()),  # 1-based page of a document; null for media
             pa.field("collection", pa.string(), nullable=False),  # workers/access/collections.py
             pa.field("embedding_model", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
@@ -71,6 +72,7 @@ ADDED_COLUMNS: dict[str, str] = {
     "modality": "'visual'",
     "language": "CAST(NULL AS STRING)",
     "collection": "'default'",
+    "page_number": "CAST(NULL AS INT)",
 }
 
 

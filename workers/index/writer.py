@@ -104,6 +104,7 @@ def to_row(e: Embedding, indexed_at: datetime, collection: str) -> dict[str, Any
         "caption_model": e.caption_model,
         "modality": e.modality,
         "language": e.language,
+        "page_number": e.page_number,
         "collection": collection,
         "embedding_model": e.model,
         "vector": e.vector,

@@ -107,21 +107,22 @@ class App:
         self.s3: Any = None
 
     async def media_url(self, hit: SearchHit) -> str | None:
-        return await self.link(hit.uri, hit.start_s, hit.end_s)
+        return await self.link(hit.uri, hit.start_s, hit.end_s, hit.page_number)
 
-    async def link(self, uri: str, start_s: float, end_s: float) -> str | None:
-        """A presigned link that opens an S3 object at ``start_s``-``end_s`` (None for others)."""
+    async def link(self, uri: str, start_s: float, end_s: float, page_number: int | None = None) -> str | None:
+        """A presigned link that opens an S3 object at ``start_s``-``end_s``, or a document at
+        its page (``#page=N``, which PDF viewers follow); None for other sources."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         if self.s3 is None or not (uri.startswith("s3://") and bucket and key):
             return None
         url: str = await self.s3.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.settings.search_presign_expiry_s
         )
-        return f"{url}#t={start_s:.3f},{end_s:.3f}"
+        return f"{url}#page={page_number}" if page_number is not None else f"{url}#t={start_s:.3f},{end_s:.3f}"
 
     async def linked(self, moments: list[Moment]) -> list[Moment]:
         """Moments as a caller may see them: a link each, source URIs without secrets."""
-        links = await asyncio.gather(*(self.link(m.uri, m.start_s, m.end_s) for m in moments))
+        links = await asyncio.gather(*(self.link(m.uri, m.start_s, m.end_s, m.page_number) for m in moments))
         return [
             m.model_copy(update={"media_url": url, "uri": public_uri(m.uri)})
             for m, url in zip(moments, links, strict=True)

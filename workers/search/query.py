@@ -56,6 +56,7 @@ HIT_COLUMNS = [
     "modality",
     "language",
     "collection",
+    "page_number",
 ]
 # Hits of one object closer than this in time are one moment (a caption and what was said then).
 MERGE_GAP_S = 0.5
@@ -114,6 +115,7 @@ class SearchHit(BaseModel):
     modality: Modality = "visual"
     language: str | None = None
     collection: str | None = None
+    page_number: int | None = Field(default=None, description="1-based page of a document hit; its times are 0")
     score: float
     also: list[MomentText] = Field(default_factory=list, description="rows of other modalities at this moment")
 
