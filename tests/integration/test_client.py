@@ -145,3 +145,13 @@ async def test_the_async_client_pages_the_same(server: Server) -> None:
         with pytest.raises(NotFound):
             await ac.object(str(uuid.uuid4()))
     assert got == expected and set(got) == segments_of(None)
+
+
+def test_ask_returns_an_answer_citing_only_retrieved_moments(server: Server) -> None:
+    with CapstreamClient(server.url, server.tokens["clips"], timeout=300) as c:
+        answer = c.ask("What is the kitten doing?", k=3)
+        assert 1 <= len(answer.moments) <= 3 and answer.timings.visual_tokens
+        assert {m.id for m in answer.citations} <= {m.id for m in answer.moments}
+        assert all(COLLECTIONS.of(*m.uri.removeprefix("s3://").split("/", 1)) == "clips" for m in answer.moments)
+        with pytest.raises(NotFound):
+            c.ask("market", object_id=STOCK.object_id)  # another collection's object

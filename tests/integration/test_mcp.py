@@ -39,12 +39,13 @@ async def _session(server: Server, who: str) -> dict[str, object]:
         search = await client.call_tool("search", {"query": "a kitten playing with yarn on a sofa", "k": 20})
         own = await client.call_tool("object_status", {"object_id": CAT.object_id})
         other = await client.call_tool("object_status", {"object_id": STOCK.object_id})
-        return {"tools": tools, "search": search, "own": own, "other": other}
+        ask = await client.call_tool("ask", {"question": "What is the kitten doing?", "k": 3})
+        return {"tools": tools, "search": search, "own": own, "other": other, "ask": ask}
 
 
 def test_tools_see_only_the_keys_collections(server: Server) -> None:
     seen = anyio.run(_session, server, "clips")
-    assert seen["tools"] == ["object_status", "search"]
+    assert seen["tools"] == ["ask", "object_status", "search"]
     search, own, other = seen["search"], seen["own"], seen["other"]
     assert not search.is_error  # type: ignore[attr-defined]
     hits = search.structured_content["result"]  # type: ignore[attr-defined]
@@ -52,6 +53,9 @@ def test_tools_see_only_the_keys_collections(server: Server) -> None:
     assert {COLLECTIONS.of("media", h["uri"].removeprefix("s3://media/")) for h in hits} == {"clips"}
     assert not own.is_error and own.structured_content["object_id"] == CAT.object_id  # type: ignore[attr-defined]
     assert other.is_error and "no object" in other.content[0].text  # type: ignore[attr-defined]
+    answer = seen["ask"].structured_content  # type: ignore[attr-defined]
+    assert not seen["ask"].is_error and answer["answer"]  # type: ignore[attr-defined]
+    assert all(COLLECTIONS.of("media", c["uri"].removeprefix("s3://media/")) == "clips" for c in answer["citations"])
 
 
 def test_a_revoked_key_gets_an_error_not_results(server: Server) -> None:

@@ -62,6 +62,19 @@ def build_server(client: AsyncCapstreamClient) -> MCPServer:
             raise ToolError(f"object_status failed: {exc}") from None
         return info.model_dump(mode="json")
 
+    @server.tool()
+    async def ask(question: str, k: int = 8, object_id: str | None = None) -> dict[str, Any]:
+        """Answer a question from the indexed media: the answer, whether the moments held it
+        (found), and the moments it cites, each with its time (or page) and a media_url that
+        opens it there. A citation is always one of the moments that were retrieved."""
+        try:
+            answer = await client.ask(question, k=k, object_id=object_id)
+        except NotFound:
+            raise ToolError(f"no object {object_id}") from None
+        except CapstreamError as exc:
+            raise ToolError(f"ask failed: {exc}") from None
+        return answer.model_dump(mode="json", exclude={"moments"})
+
     return server
 
 

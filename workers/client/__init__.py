@@ -7,6 +7,7 @@ its models in step with the server's OpenAPI document.
 
 from workers.client.client import AsyncCapstreamClient, CapstreamClient
 from workers.client.errors import (
+    AskFailed,
     CapstreamError,
     CursorExpired,
     InvalidRequest,
@@ -15,10 +16,24 @@ from workers.client.errors import (
     RateLimited,
     Unauthorized,
 )
-from workers.client.models import Health, Hit, IndexedSegment, MomentText, ObjectInfo, SearchPage
+from workers.client.models import (
+    Answer,
+    AnswerMoment,
+    AnswerTimings,
+    Health,
+    Hit,
+    IndexedSegment,
+    MomentText,
+    ObjectInfo,
+    SearchPage,
+)
 from workers.client.schema_check import schema_drift
 
 __all__ = [
+    "Answer",
+    "AnswerMoment",
+    "AnswerTimings",
+    "AskFailed",
     "AsyncCapstreamClient",
     "CapstreamClient",
     "CapstreamError",

@@ -11,6 +11,7 @@ neither repeat nor move hits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +20,8 @@ from urllib.parse import quote
 
 import httpx
 
-from workers.client.errors import NoResponse, error_for, retry_after_s
-from workers.client.models import Health, Hit, Modality, Mode, ObjectInfo, SearchPage
+from workers.client.errors import AskFailed, NoResponse, error_for, retry_after_s
+from workers.client.models import Answer, Health, Hit, Modality, Mode, ObjectInfo, SearchPage
 from workers.client.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,30 @@ def search_params(
         "cursor": cursor,
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def ask_body(
+    question: str, *, k: int | None, object_id: str | None, bucket: str | None, prefix: str | None
+) -> dict[str, str | int]:
+    given: dict[str, str | int | None] = {
+        "question": question,
+        "k": k,
+        "object_id": object_id,
+        "bucket": bucket,
+        "prefix": prefix,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def answer_from_events(text: str) -> Answer:
+    """The ``answer`` event of ``/ask``'s server-sent events; an ``error`` event raises."""
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields.get("event") == "answer":
+            return Answer.model_validate_json(fields["data"])
+        if fields.get("event") == "error":
+            raise AskFailed(json.loads(fields["data"]).get("detail", "the server could not answer"))
+    raise AskFailed("the stream ended without an answer")
 
 
 def _object_path(object_id: str) -> str:
@@ -110,15 +135,20 @@ class CapstreamClient:
         self._http.close()
 
     def _get(self, path: str, params: dict[str, str | int] | None = None) -> httpx.Response:
+        return self._send("GET", path, params=params)
+
+    def _send(
+        self, method: str, path: str, *, params: dict[str, str | int] | None = None, json: Any = None
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
-                response = self._http.get(path, params=params)
+                response = self._http.request(method, path, params=params, json=json)
             except httpx.TransportError as exc:
                 wait = self.policy.wait_after_error(exc, attempt)
                 if wait is None:
                     raise _no_response(exc, attempt + 1) from exc
-                log.info("capstream.retry %s %s after %s in %.2fs", "GET", path, type(exc).__name__, wait)
+                log.info("capstream.retry %s %s after %s in %.2fs", method, path, type(exc).__name__, wait)
             else:
                 if response.is_success:
                     return response
@@ -126,9 +156,22 @@ class CapstreamClient:
                 wait = self.policy.wait_after(response, retry_after, attempt)
                 if wait is None:
                     raise error_for(response)
-                log.info("capstream.retry %s %s after %d in %.2fs", "GET", path, response.status_code, wait)
+                log.info("capstream.retry %s %s after %d in %.2fs", method, path, response.status_code, wait)
             time.sleep(wait)
             attempt += 1
+
+    def ask(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        object_id: str | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+    ) -> Answer:
+        """An answer citing moments of the index (``POST /ask``; waits for the whole stream)."""
+        body = ask_body(question, k=k, object_id=object_id, bucket=bucket, prefix=prefix)
+        return answer_from_events(self._send("POST", "/ask", json=body).text)
 
     def search(
         self,
@@ -245,15 +288,20 @@ class AsyncCapstreamClient:
         await self._http.aclose()
 
     async def _get(self, path: str, params: dict[str, str | int] | None = None) -> httpx.Response:
+        return await self._send("GET", path, params=params)
+
+    async def _send(
+        self, method: str, path: str, *, params: dict[str, str | int] | None = None, json: Any = None
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
-                response = await self._http.get(path, params=params)
+                response = await self._http.request(method, path, params=params, json=json)
             except httpx.TransportError as exc:
                 wait = self.policy.wait_after_error(exc, attempt)
                 if wait is None:
                     raise _no_response(exc, attempt + 1) from exc
-                log.info("capstream.retry %s %s after %s in %.2fs", "GET", path, type(exc).__name__, wait)
+                log.info("capstream.retry %s %s after %s in %.2fs", method, path, type(exc).__name__, wait)
             else:
                 if response.is_success:
                     return response
@@ -261,9 +309,22 @@ class AsyncCapstreamClient:
                 wait = self.policy.wait_after(response, retry_after, attempt)
                 if wait is None:
                     raise error_for(response)
-                log.info("capstream.retry %s %s after %d in %.2fs", "GET", path, response.status_code, wait)
+                log.info("capstream.retry %s %s after %d in %.2fs", method, path, response.status_code, wait)
             await asyncio.sleep(wait)
             attempt += 1
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        object_id: str | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+    ) -> Answer:
+        """An answer citing moments of the index (``POST /ask``; waits for the whole stream)."""
+        body = ask_body(question, k=k, object_id=object_id, bucket=bucket, prefix=prefix)
+        return answer_from_events((await self._send("POST", "/ask", json=body)).text)
 
     async def search(
         self,

@@ -52,6 +52,14 @@ class RateLimited(CapstreamError):
         super().__init__(status, detail)
 
 
+class AskFailed(CapstreamError):
+    """``/ask`` accepted the question (200) and then reported an error in its stream, or ended
+    without an answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(200, detail, f"ask failed: {detail}")
+
+
 class NoResponse(CapstreamError):
     """No answer, still after the retries: unreachable, the connection lost, or a timeout (the
     httpx error is chained as the cause)."""

@@ -88,3 +88,42 @@ class Health(_Answer):
     status: str
     indexed_rows: int | None
     auth: bool  # False: the server runs --no-auth and every caller sees everything
+
+
+class AnswerMoment(_Answer):
+    """A moment an answer was made from (``id`` is what a citation names)."""
+
+    id: str
+    object_id: str
+    segment_id: str
+    uri: str
+    start_s: float
+    end_s: float
+    modality: Modality
+    page_number: int | None = None
+    text: str
+    said: str | None = None
+    with_frame: bool = False
+    media_url: str | None = None  # opens the media at the moment (#t=) or the document at its page (#page=)
+
+
+class AnswerTimings(_Answer):
+    retrieval_ms: float
+    model_ms: float
+    visual_tokens: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Answer(_Answer):
+    """``POST /ask``'s answer: its text, the moments it cites (always among ``moments``)."""
+
+    question: str
+    question_truncated: bool = False
+    answer: str
+    found: bool
+    citations: list[AnswerMoment]
+    moments: list[AnswerMoment]
+    cut_off: bool = False
+    notice: str | None = None
+    timings: AnswerTimings

@@ -22,7 +22,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workers.client.models import Health, Hit, IndexedSegment, MomentText, ObjectInfo, SearchPage
+from workers.client.models import (
+    Answer,
+    AnswerMoment,
+    AnswerTimings,
+    Health,
+    Hit,
+    IndexedSegment,
+    MomentText,
+    ObjectInfo,
+    SearchPage,
+)
 
 # Client model -> the server's component schema it reads.
 PAIRS: dict[type[BaseModel], str] = {
@@ -32,6 +42,9 @@ PAIRS: dict[type[BaseModel], str] = {
     ObjectInfo: "ObjectResponse",
     IndexedSegment: "IndexedSegment",
     Health: "Health",
+    Answer: "Answer",
+    AnswerMoment: "Moment",
+    AnswerTimings: "Timings",
 }
 _SERVER_NAME = {model.__name__: name for model, name in PAIRS.items()}
 

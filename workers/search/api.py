@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from schemas.embeddings import Modality
 from workers.access.api_keys import ApiKeyStore
 from workers.ask.answerer import Answerer
-from workers.ask.protocol import AskRequest, Moment
+from workers.ask.protocol import Answer, AskRequest, Moment
 from workers.index.table import sql_literal
 from workers.runtime.continuous import engine_thread
 from workers.runtime.outbound import public_uri
@@ -293,7 +293,14 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
     @app.post(
         "/ask",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "moments, then answer, then done"}},
+        # The schema is the `answer` event's data (the stream itself is text/event-stream).
+        responses={
+            200: {
+                "model": Answer,
+                "content": {"text/event-stream": {}},
+                "description": "events: moments, then answer (this schema), then done; or error",
+            }
+        },
     )
     async def ask(body: AskRequest, caller: Authorized) -> StreamingResponse:
         """Server-sent events: ``moments`` (what was retrieved, with links) as soon as the
