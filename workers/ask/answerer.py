@@ -25,6 +25,7 @@ import structlog
 from workers.ask.prompt import build_ask_messages, parse_answer
 from workers.ask.protocol import Answer, AskRequest, Moment, Timings
 from workers.caption.backend import CaptionBackend, make_caption_backend
+from workers.caption.prompt import ChatMessages
 from workers.index.table import sql_literal
 from workers.search.query import SearchHit, SearchQuery
 from workers.search.searcher import Searcher
@@ -116,6 +117,13 @@ class Answerer:
         jpeg = {r["segment_id"]: r["thumbnail"] for r in rows if r.get("thumbnail")}
         return {m.id: jpeg[m.segment_id] for m in visual if m.segment_id in jpeg}
 
+    async def prompt(self, question: str, moments: list[Moment]) -> tuple[ChatMessages, list[Moment], dict[str, bytes]]:
+        """The request for the model (steps 3-4), the moments as shown, and their frames."""
+        frames = await asyncio.to_thread(self._frames, moments)
+        shown = [m.model_copy(update={"with_frame": m.id in frames}) for m in moments]
+        names = {m.id: m.uri.rsplit("/", 1)[-1] or m.uri for m in shown}
+        return build_ask_messages(question, shown, names, frames, self.settings.ask_max_tokens), shown, frames
+
     async def answer(
         self,
         request: AskRequest,
@@ -137,10 +145,7 @@ class Answerer:
                 notice=NOTHING_FOUND,
                 timings=Timings(retrieval_ms=round(retrieval_ms, 1), model_ms=0.0),
             )
-        frames = await asyncio.to_thread(self._frames, found)
-        shown = [m.model_copy(update={"with_frame": m.id in frames}) for m in found]
-        names = {m.id: m.uri.rsplit("/", 1)[-1] or m.uri for m in shown}
-        messages = build_ask_messages(question, shown, names, frames, self.settings.ask_max_tokens)
+        messages, shown, frames = await self.prompt(question, found)
         model = await self._model()
         asked = time.perf_counter()
         result = await model.caption(messages)

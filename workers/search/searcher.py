@@ -183,7 +183,7 @@ class Searcher:
         """Load the tokenizer; with ``embed`` also start the embed backend now (else on first use)."""
         await self._query_prompt()
         if embed:
-            await self._embedder()
+            await self.embedder()
 
     async def close(self) -> None:
         if self._backend is not None and self._backend_started:
@@ -198,7 +198,8 @@ class Searcher:
             log.info("search.query_limit", model=self.settings.embed_model, max_tokens=limit)
         return self._prompt
 
-    async def _embedder(self) -> EmbedBackend:
+    async def embedder(self) -> EmbedBackend:
+        """The query embed backend, started on first use."""
         async with self._lock:
             if self._backend is None:
                 self._backend = make_embed_backend(self.settings, self._executor)
@@ -234,7 +235,7 @@ class Searcher:
             text_index = await asyncio.to_thread(has_text_index, table)
             vector = None
             if query.mode != "text" or not text_index:
-                backend = await self._embedder()
+                backend = await self.embedder()
                 vector = await backend.embed(prompt.prompt(text))
             result.mode = effective_mode(table, query.mode, vector is not None)
             if result.mode != query.mode:
