@@ -19,7 +19,6 @@ from tests.search_fixtures import COLLECTIONS, DOCS, TABLE, Doc, rows
 from tests.serve_process import CAT, CAT_LATER, MEDIA, STOCK, Server, running_serve
 from workers.access.api_keys import FAILED_CHECKS_PER_MIN
 from workers.localstack import StackEndpoints
-from workers.webhooks.stage import source_parts
 
 pytestmark = pytest.mark.e2e  # the real vLLM MiniLM engine embeds the queries
 
@@ -360,7 +359,7 @@ def test_ask_streams_moments_then_an_answer_that_cites_only_them(server: Server)
 
 def test_ask_is_scoped_and_refuses_bad_requests(server: Server) -> None:
     events = ask_events(server, "clips", {"question": "stock market traders", "k": 6})
-    assert {COLLECTIONS.of(*source_parts(m["uri"])) for m in events[0][1]["moments"]} <= {"clips"}
+    assert {COLLECTIONS.of_uri(m["uri"]) for m in events[0][1]["moments"]} <= {"clips"}
     post = functools.partial(httpx.post, f"{server.url}/ask", timeout=60)
     assert post(json={"question": "kitten"}).status_code == 401
     assert post(json={"question": "   "}, headers=server.auth("clips")).status_code == 422

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from workers.access.collections import s3_parts
 from workers.runtime.outbound import url_refusal
 from workers.webhooks.poster import WebhookPoster
 from workers.webhooks.signing import sign, verify
-from workers.webhooks.stage import delivery_id, source_parts
+from workers.webhooks.stage import delivery_id
 
 SECRET = "whsec_test"
 BODY = b'{"id":"whd_1","type":"object.done"}'
@@ -67,6 +68,6 @@ def test_delivery_ids_are_stable_per_webhook_and_outcome() -> None:
     assert len({delivery_id("wh_a", "o@1-0"), delivery_id("wh_b", "o@1-0"), delivery_id("wh_a", "o@2-0")}) == 3
 
 
-def test_source_parts() -> None:
-    assert source_parts("s3://media/clips/a b.mp4") == ("media", "clips/a b.mp4")
-    assert source_parts("https://cdn.example/v.mp4") == (None, None)
+def test_s3_parts() -> None:
+    assert s3_parts("s3://media/clips/a b.mp4") == ("media", "clips/a b.mp4")
+    assert s3_parts("https://cdn.example/v.mp4") == (None, None)

@@ -34,6 +34,14 @@ UNFILED = ""  # the collection column of a row whose object is in none: no key s
 EVERY_SOURCE = "*"
 
 
+def s3_parts(source_uri: str) -> tuple[str | None, str | None]:
+    """``(bucket, key)`` of an ``s3://`` URI; ``(None, None)`` for any other source."""
+    if not source_uri.startswith("s3://"):
+        return None, None
+    bucket, _, key = source_uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 class Source(BaseModel):
     """``bucket[/prefix]``, or ``*`` for every source (S3 or not)."""
 
@@ -122,6 +130,11 @@ class Collections(BaseModel):
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.collections]
+
+    def of_uri(self, source_uri: str) -> str | None:
+        """``of`` an object named by its source URI (``s3://bucket/key``; other schemes have no
+        bucket, so only ``*`` takes them)."""
+        return self.of(*s3_parts(source_uri))
 
     def of(self, bucket: str | None, key: str | None) -> str | None:
         """The collection an object belongs to, or None when it is in none."""

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from schemas.embeddings import Modality
 from workers.access.api_keys import ApiKeyStore
+from workers.access.collections import s3_parts
 from workers.ask.answerer import Answerer
 from workers.ask.protocol import Answer, AskRequest, Moment
 from workers.index.table import sql_literal
@@ -112,8 +113,8 @@ class App:
     async def link(self, uri: str, start_s: float, end_s: float, page_number: int | None = None) -> str | None:
         """A presigned link that opens an S3 object at ``start_s``-``end_s``, or a document at
         its page (``#page=N``, which PDF viewers follow); None for other sources."""
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if self.s3 is None or not (uri.startswith("s3://") and bucket and key):
+        bucket, key = s3_parts(uri)
+        if self.s3 is None or not (bucket and key):
             return None
         url: str = await self.s3.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.settings.search_presign_expiry_s
@@ -144,10 +145,7 @@ class App:
 
     def source_collection(self, source_uri: str) -> str | None:
         """The collection of an object that may not be indexed yet, from its source's rules."""
-        bucket, key = None, None
-        if source_uri.startswith("s3://"):
-            bucket, _, key = source_uri.removeprefix("s3://").partition("/")
-        return self.settings.collection_rules().of(bucket, key)
+        return self.settings.collection_rules().of_uri(source_uri)
 
 
 def _segment_id(value: str) -> str:

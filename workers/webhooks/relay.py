@@ -64,7 +64,6 @@ class OutcomeRelay:
         self._topic = topic
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.relayed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop``; an outage of Redis or the broker is waited out, never fatal."""
@@ -96,7 +95,6 @@ class OutcomeRelay:
             pipe.xack(self._stream, RELAY_GROUP, *ids)
             pipe.xdel(self._stream, *ids)
             await pipe.execute()
-        self.relayed += len(outcomes)
         return len(outcomes)
 
     async def _take(self, block_ms: int) -> list[tuple[str, dict[str, str]]]:

@@ -52,13 +52,6 @@ def delivery_id(webhook_id: str, outcome_id: str) -> str:
     return "whd_" + hashlib.sha256(f"{webhook_id}\n{outcome_id}".encode()).hexdigest()[:24]
 
 
-def source_parts(source_uri: str) -> tuple[str | None, str | None]:
-    if source_uri.startswith("s3://"):
-        bucket, _, key = source_uri.removeprefix("s3://").partition("/")
-        return bucket, key
-    return None, None
-
-
 class WebhookDeliveryFailed(PermanentError):
     def __init__(self, message: str, object_id: str) -> None:
         super().__init__("webhook_failed", message, object_id=object_id)
@@ -112,7 +105,7 @@ class WebhookStage(Stage[ObjectOutcome]):
 
     async def process(self, item: ObjectOutcome, ctx: RecordContext) -> AsyncGenerator[Output, None]:
         log = ctx.log.bind(object_id=item.object_id, outcome_id=item.outcome_id, event=item.event)
-        collection = self.collections.of(*source_parts(item.source_uri))
+        collection = self.collections.of_uri(item.source_uri)
         hooks = [h for h in await self.store.all() if h.wants(item.event, collection)]
         if not hooks or collection is None:
             return  # nobody to tell: done
