@@ -15,10 +15,13 @@ import lancedb
 import pyarrow as pa
 from PIL import Image
 
+from schemas.summary import Chapter, ObjectSummary
 from workers.access.collections import UNFILED, Collections
 from workers.decode.thumbnail import make_thumbnail
+from workers.index.objects import ObjectsTable
 from workers.index.table import row_schema
 from workers.models.offline import minilm_model_dir
+from workers.settings import IndexSettings
 
 TABLE = "segments"
 DIM = 384
@@ -129,9 +132,35 @@ def rows(docs: list[Doc]) -> list[dict[str, Any]]:
     ]
 
 
+SUMMARIZED_KEY = "clips/cat.mp4"  # the one object with a summary in the objects table
+
+
+def summary_of(docs: list[Doc]) -> ObjectSummary:
+    """A summary as the summarize stage writes one: a chapter per moment of the object."""
+    first = docs[0]
+    return ObjectSummary(
+        object_id=first.object_id,
+        uri=f"s3://{first.bucket}/{first.key}",
+        bucket=first.bucket,
+        key=first.key,
+        collection=COLLECTIONS.of(first.bucket, first.key) or UNFILED,
+        duration_s=max(d.end_s for d in docs),
+        summary="A kitten plays with yarn, then naps.",
+        chapters=[Chapter(title=d.caption[:40], start_s=d.start_s, end_s=d.end_s) for d in docs],
+        moments=len(docs),
+        passes=1,
+        model="capstream/test-summaries",
+        summarized_at=datetime.now(UTC),
+    )
+
+
 def build_table(index_dir: Path, docs: list[Doc] = DOCS, text_index: bool = True) -> Any:
     db = lancedb.connect(str(index_dir))
     table = db.create_table(TABLE, data=pa.Table.from_pylist(rows(docs), schema=row_schema(DIM)), mode="overwrite")
     if text_index:
         table.create_fts_index("caption")
+    summarized = sorted((d for d in docs if d.key == SUMMARIZED_KEY), key=lambda d: d.index)
+    if summarized:
+        settings = IndexSettings(index_uri=str(index_dir), index_table=TABLE)
+        ObjectsTable(db, settings).upsert(summary_of(summarized))
     return table

@@ -22,6 +22,10 @@ def offline_env() -> dict[str, str]:
         "CAPSTREAM_CAPTION_ENGINE_ARGS": json.dumps({"max_model_len": 2048, "enforce_eager": True}),
         # An answer's budget within that context, beside 8 moments and their thumbnails.
         "CAPSTREAM_ASK_MAX_TOKENS": "256",
+        # A summary window within it too: 1200 characters are at most 1200 tokens (the tiny
+        # model's captions are rare multi-byte characters), plus the reply's 256.
+        "CAPSTREAM_SUMMARIZE_MAX_TOKENS": "256",
+        "CAPSTREAM_SUMMARIZE_WINDOW_CHARS": "1200",
         "CAPSTREAM_EMBED_MODEL": str(minilm_model_dir()),
         "CAPSTREAM_EMBED_MODEL_NAME": "sentence-transformers/all-MiniLM-L6-v2",
         "CAPSTREAM_EMBED_BACKEND": "vllm",

@@ -352,6 +352,26 @@ class WebhookSettings(CommonSettings):
     )
 
 
+class SummarizeSettings(IndexSettings):
+    """The summarize stage: done objects' timelines (read from the index) -> the objects table.
+    The model is the caption stage's (its ``CAPSTREAM_CAPTION_*`` model and backend)."""
+
+    summarize_group: str = Field(default="capstream-summarize", description="consumer group of summarize workers")
+    summarize_max_in_flight: int = Field(default=4, ge=1, description="objects being summarized at once per worker")
+    summarize_max_tokens: int = Field(
+        default=1024, ge=128, description="tokens one reply (a window's summary and chapters) may take"
+    )
+    summarize_window_chars: int = Field(
+        default=16_000,
+        ge=200,
+        description="timeline characters per model call; keep (window + max tokens) within the model's context",
+    )
+    summarize_max_chapters: int = Field(default=12, ge=1, description="chapters per window of the timeline, at most")
+    summarize_index_wait_s: float = Field(
+        default=120.0, gt=0, description="wait this long for a done object's rows to reach the index, per try"
+    )
+
+
 class TranscribeSettings(ModelStageSettings):
     serving_prefix = "transcribe"
 

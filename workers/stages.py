@@ -31,6 +31,7 @@ from workers.settings import (
     DecodeSettings,
     EmbedSettings,
     IndexSettings,
+    SummarizeSettings,
     TranscribeSettings,
     WebhookSettings,
 )
@@ -276,6 +277,13 @@ REGISTRY = StageRegistry(
             ),
             output_fields=(),
             builder="workers.index.loops:build_loops",
+        ),
+        StageSpec(
+            name="summarize",
+            settings=SummarizeSettings,
+            consumers=(ConsumerSpec("summarize", "topic_outcomes", "summarize_group"),),
+            output_fields=(),
+            builder="workers.summarize.loops:build_loops",
         ),
         StageSpec(
             name="webhooks",

@@ -1,7 +1,8 @@
 """End to end: real broker, Redis, S3 and vLLM engines on CPU; media in, captions and
 embeddings out; duplicates do no new work; a corrupt file fails alone with a DLQ reason; what
 is said in a video is found by search at its time, and silent or soundless media finish without
-transcript rows. A webhook whose receiver never answers holds the webhooks stage (in the same
+transcript rows; every done object gets a summary with chapters, and loses it when it is
+removed. A webhook whose receiver never answers holds the webhooks stage (in the same
 process) for the whole run, and every object still finishes."""
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from loadtest.media_factory import make_corrupt_file, make_image, make_montage_v
 from schemas.captions import Caption
 from schemas.dead_letter import DeadLetter
 from schemas.embeddings import Embedding
+from schemas.events import ObjectRemoved
 from schemas.progress import ObjectState
 from schemas.segments import SegmentBatch
 from schemas.speech import Transcript
+from schemas.summary import ObjectSummary
 from tests.speech_media import no_audio_video, silent_video, spoken_video
 from workers.cli.submit import Submitted, submit, wait_for
 from workers.cli.worker_process import spawn_worker, stop_worker
+from workers.index.objects import ObjectsTable
+from workers.index.table import connect
 from workers.index.writer import SegmentIndex
 from workers.localstack import StackEndpoints
 from workers.offline_profile import offline_env
@@ -246,6 +251,7 @@ async def test_pipeline_end_to_end(
 
         await _duplicate_does_no_new_work(settings, by_name["montage"], redis, keys)
         await _speech_is_searchable(settings, by_name, states, speech_media.voice, redis, keys)
+        await _summaries_follow_their_objects(settings, by_name, states)
 
         # All of that happened while the webhook's receiver held every outcome's POST unanswered.
         for _ in range(150):
@@ -306,6 +312,58 @@ async def _speech_is_searchable(
     hits = json.loads(out.stdout)
     assert hits and hits[0]["object_id"] == spoken and hits[0]["modality"] == "speech", hits
     assert hits[0]["start_s"] <= voice[0] + 0.5 <= hits[0]["end_s"], (hits[0], voice)  # where the voice begins
+
+
+async def _summaries(object_ids: set[str]) -> dict[str, ObjectSummary]:
+    settings = IndexSettings()
+    return await asyncio.to_thread(lambda: ObjectsTable(connect(settings), settings).get(object_ids))
+
+
+async def _summaries_follow_their_objects(
+    settings: S3Settings, by_name: dict[str, Submitted], states: dict[str, Any]
+) -> None:
+    """Every done object gets a summary with chapters in order inside its duration (the summarize
+    stage, on the tiny caption engine); the failed one gets none; removing an object removes
+    its summary."""
+    done = {s.object_id for s in by_name.values() if states[s.object_id].state is ObjectState.DONE}
+    failed = by_name["broken"].object_id
+    found: dict[str, ObjectSummary] = {}
+    for _ in range(240):
+        found = await _summaries(done | {failed})
+        if set(found) >= done:
+            break
+        await asyncio.sleep(0.5)
+    assert set(found) == done, f"summaries of {sorted(set(found))}, done: {sorted(done)}"
+
+    def ends(oid: str) -> float:
+        table = SegmentIndex(IndexSettings()).table()
+        assert table is not None
+        return max(r["end_s"] for r in table.to_arrow().to_pylist() if r["object_id"] == oid)
+
+    for oid, summary in found.items():
+        assert summary.summary and summary.chapters and summary.passes >= 1, summary
+        assert summary.duration_s == pytest.approx(await asyncio.to_thread(ends, oid))
+        starts = [c.start_s for c in summary.chapters]
+        assert starts == sorted(starts), summary.chapters
+        for chapter in summary.chapters:
+            assert 0.0 <= chapter.start_s <= chapter.end_s <= summary.duration_s, (summary.duration_s, chapter)
+
+    # A deleted object takes its summary with it (the index-removals consumer, same process).
+    clip = by_name["clip"]
+    bucket = clip.event["Records"][0]["s3"]["bucket"]["name"]
+    removed = ObjectRemoved(uri=f"s3://{bucket}/{clip.key}", bucket=bucket, key=clip.key)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_removals, removed.to_bytes(), key=f"{bucket}/{clip.key}".encode())
+    finally:
+        await producer.stop()
+    for _ in range(120):
+        if clip.object_id not in await _summaries({clip.object_id}):
+            break
+        await asyncio.sleep(0.5)
+    assert clip.object_id not in await _summaries({clip.object_id}), "the removed object kept its summary"
+    assert set(await _summaries(done - {clip.object_id})) == done - {clip.object_id}
 
 
 async def _duplicate_does_no_new_work(settings: S3Settings, obj: Submitted, redis: Redis, keys: RedisKeys) -> None:

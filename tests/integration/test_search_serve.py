@@ -88,12 +88,48 @@ def test_objects_progress_and_segments(server: Server) -> None:
     assert httpx.get(f"{server.url}/thumbnails/not-a-uuid", headers=every).status_code == 404
 
 
+def test_an_object_carries_its_summary_and_chapters_that_open_the_media(server: Server) -> None:
+    body = httpx.get(f"{server.url}/objects/{CAT.object_id}", headers=server.auth("every")).json()
+    summary = body["summary"]
+    assert summary["summary"] == "A kitten plays with yarn, then naps."
+    chapters = summary["chapters"]
+    assert [(c["start_s"], c["end_s"]) for c in chapters] == [
+        (CAT.start_s, CAT.end_s),
+        (CAT_LATER.start_s, CAT_LATER.end_s),
+    ]
+    for c in chapters:
+        assert c["media_url"].endswith(f"#t={c['start_s']:.3f},{c['end_s']:.3f}")
+    assert (
+        httpx.get(f"{server.url}/objects/{STOCK.object_id}", headers=server.auth("archive")).json()["summary"] is None
+    )
+
+
+@pytest.mark.parametrize("who, sees_cat", [("every", True), ("clips", True), ("archive", False)])
+def test_object_search_ranks_objects_with_their_summaries_in_scope(server: Server, who: str, sees_cat: bool) -> None:
+    resp = httpx.get(
+        f"{server.url}/search/objects", params={"q": "a kitten playing with yarn", "k": 3}, headers=server.auth(who)
+    )
+    assert resp.status_code == 200, resp.text
+    hits = resp.json()["hits"]
+    assert len({h["object_id"] for h in hits}) == len(hits) and 1 <= len(hits) <= 3
+    assert all(len(h["moments"]) <= 3 and h["moments"][0]["score"] == h["score"] for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    first = hits[0]
+    if sees_cat:
+        assert first["object_id"] == CAT.object_id and first["summary"].startswith("A kitten")
+        assert [c["start_s"] for c in first["chapters"]] == [CAT.start_s, CAT_LATER.start_s]
+    else:
+        assert CAT.object_id not in {h["object_id"] for h in hits}
+        assert all(h["summary"] is None for h in hits)
+
+
 # -- authorization matrix: key A (clips), key B (archive), a revoked key, no key, a forged key --
 NO_ACCESS = ["none", "revoked", "forged"]
 
 
 @pytest.mark.parametrize(
-    "route", ["/search?q=kitten", f"/objects/{CAT.object_id}", "/thumbnails/{cat}", "/openapi.json"]
+    "route",
+    ["/search?q=kitten", "/search/objects?q=kitten", f"/objects/{CAT.object_id}", "/thumbnails/{cat}", "/openapi.json"],
 )
 @pytest.mark.parametrize("who", NO_ACCESS)
 def test_no_valid_key_gets_401_on_every_data_route(server: Server, route: str, who: str) -> None:
@@ -274,6 +310,16 @@ def test_page_in_headless_chromium(server: Server) -> None:
             else:
                 assert "#t=" in href
         assert "hits (hybrid" in driver.find_element(By.ID, "status").text
+
+        # The object's chapters, opened under its first hit: each opens the media at its start.
+        first.find_element(By.CSS_SELECTOR, "details.chapters summary").click()
+        chapters = WebDriverWait(driver, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#hits .hit details.chapters a.chapter")
+        )
+        assert "A kitten plays with yarn" in first.find_element(By.CSS_SELECTOR, "details.chapters").text
+        hrefs = [c.get_attribute("href") or "" for c in chapters]
+        assert hrefs[0].endswith(f"#t={CAT.start_s:.3f},{CAT.end_s:.3f}")
+        assert hrefs[1].endswith(f"#t={CAT_LATER.start_s:.3f},{CAT_LATER.end_s:.3f}")
         driver.save_screenshot(str(server.artifacts / "search-page.png"))
 
         # The Ask box: the answer arrives over server-sent events and cites retrieved moments.

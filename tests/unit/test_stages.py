@@ -131,9 +131,18 @@ def test_every_consumer_is_a_dlq_choice_the_bridge_included() -> None:
 
 def test_the_laptop_run_takes_add_ons_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CAPSTREAM_S3_EVENTS_BRIDGE", raising=False)
-    assert REGISTRY.laptop_stages() == ["decode", "caption", "transcribe", "embed", "index", "webhooks"]
+    assert REGISTRY.laptop_stages() == ["decode", "caption", "transcribe", "embed", "index", "summarize", "webhooks"]
     monkeypatch.setenv("CAPSTREAM_S3_EVENTS_BRIDGE", "true")
-    assert REGISTRY.laptop_stages() == ["s3-events", "decode", "caption", "transcribe", "embed", "index", "webhooks"]
+    assert REGISTRY.laptop_stages() == [
+        "s3-events",
+        "decode",
+        "caption",
+        "transcribe",
+        "embed",
+        "index",
+        "summarize",
+        "webhooks",
+    ]
     assert WITH_OCR.laptop_stages()[-1] == "ocr"
 
 

@@ -81,6 +81,12 @@ def build_parser(registry: StageRegistry = REGISTRY) -> argparse.ArgumentParser:
     se.add_argument(
         "--no-merge", dest="merge", action="store_false", help="keep a caption and the speech of its moment apart"
     )
+    se.add_argument(
+        "--level",
+        choices=["segment", "object"],
+        default="segment",
+        help="rank moments (default), or whole objects with their summaries and chapters",
+    )
     se.add_argument("--json", action="store_true", help="list of {object_id, segment_id, uri, ..., score}")
     ak = sub.add_parser("ask", help="answer a question from the index's moments, citing them (the caption model)")
     ak.add_argument("question", metavar="QUESTION")
@@ -265,6 +271,7 @@ def _dispatch(argv: list[str] | None) -> int:
             cmd_search(
                 args.q,
                 args.json,
+                args.level,
                 k=args.k,
                 mode=args.mode,
                 bucket=args.bucket,

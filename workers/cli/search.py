@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from workers.search.objects import ObjectHit
 from workers.search.query import SearchHit, SearchQuery
-from workers.search.searcher import Searcher, SearchResult
+from workers.search.searcher import ObjectSearchResult, Searcher, SearchResult
 from workers.settings import SearchSettings
 
 
@@ -57,7 +58,7 @@ def format_hits(hits: list[SearchHit], width: int = 70) -> str:
     )
 
 
-def report_notes(result: SearchResult) -> None:
+def report_notes(result: SearchResult | ObjectSearchResult) -> None:
     """Truncation and fallbacks go to stderr, so stdout stays the hits."""
     if result.truncated:
         sys.stderr.write(f"capstream: query truncated to the model's limit ({result.query_tokens} tokens)\n")
@@ -80,7 +81,25 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-async def cmd_search(q: str, as_json: bool, **options: Any) -> int:
+def format_objects(hits: list[ObjectHit], width: int = 70) -> str:
+    """One block per object: score and source, its summary, its chapters, its best moment."""
+    if not hits:
+        return "no hits"
+    blocks = []
+    for h in hits:
+        source = f"{h.bucket}/{h.key}" if h.bucket and h.key else h.uri
+        lines = [f"{h.score:.4f}  {source}"]
+        summary = " ".join((h.summary or "(not summarized yet)").split())
+        lines.append("  " + (summary if len(summary) <= width else summary[: width - 1] + "…"))
+        lines += [f"  {clock(c.start_s)}-{clock(c.end_s)}  {c.title}" for c in h.chapters]
+        best = h.moments[0]
+        where = f"page {best.page_number}" if best.page_number is not None else clock(best.start_s)
+        lines.append(f"  best moment: {where}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+async def cmd_search(q: str, as_json: bool, level: str = "segment", **options: Any) -> int:
     settings = SearchSettings()
     try:
         query = build_query(settings, q, **options)
@@ -91,9 +110,19 @@ async def cmd_search(q: str, as_json: bool, **options: Any) -> int:
     with stdout_to_stderr():  # vLLM logs to stdout; stdout is for the hits
         try:
             await searcher.start(embed=False)
-            result = await searcher.search(query)
+            if level == "object":
+                objects = await searcher.search_objects(query)
+            else:
+                result = await searcher.search(query)
         finally:
             await searcher.close()
+    if level == "object":
+        report_notes(objects)
+        if as_json:
+            print(json.dumps([h.model_dump(mode="json") for h in objects.hits], indent=2))
+        else:
+            print(format_objects(objects.hits))
+        return 0
     report_notes(result)
     if as_json:
         print(json.dumps([h.model_dump(mode="json") for h in result.hits], indent=2))

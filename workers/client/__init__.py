@@ -20,12 +20,16 @@ from workers.client.models import (
     Answer,
     AnswerMoment,
     AnswerTimings,
+    Chapter,
     Health,
     Hit,
     IndexedSegment,
     MomentText,
+    ObjectHit,
     ObjectInfo,
+    ObjectPage,
     SearchPage,
+    Summary,
 )
 from workers.client.schema_check import schema_drift
 
@@ -37,6 +41,7 @@ __all__ = [
     "AsyncCapstreamClient",
     "CapstreamClient",
     "CapstreamError",
+    "Chapter",
     "CursorExpired",
     "Health",
     "Hit",
@@ -45,9 +50,12 @@ __all__ = [
     "MomentText",
     "NoResponse",
     "NotFound",
+    "ObjectHit",
     "ObjectInfo",
+    "ObjectPage",
     "RateLimited",
     "SearchPage",
+    "Summary",
     "Unauthorized",
     "schema_drift",
 ]

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from workers.client.errors import AskFailed, NoResponse, error_for, retry_after_s
-from workers.client.models import Answer, Health, Hit, Modality, Mode, ObjectInfo, SearchPage
+from workers.client.models import Answer, Health, Hit, Modality, Mode, ObjectInfo, ObjectPage, SearchPage
 from workers.client.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,21 @@ def search_params(
         "merge": "true" if merge else "false",
         "cursor": cursor,
     }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def object_search_params(
+    q: str,
+    *,
+    k: int | None = None,
+    mode: Mode | None = None,
+    bucket: str | None = None,
+    prefix: str | None = None,
+    modality: Modality | None = None,
+) -> dict[str, str | int]:
+    """The query string of ``/search/objects`` (unset parameters left out)."""
+    given: dict[str, str | int | None] = {"q": q, "k": k, "mode": mode, "bucket": bucket, "prefix": prefix}
+    given["modality"] = modality
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -201,6 +216,20 @@ class CapstreamClient:
             cursor=cursor,
         )
         return SearchPage.model_validate_json(self._get("/search", params).content)
+
+    def search_objects(
+        self,
+        q: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        modality: Modality | None = None,
+    ) -> ObjectPage:
+        """Whole objects ranked by their best moments, each with its summary and chapters."""
+        params = object_search_params(q, k=k, mode=mode, bucket=bucket, prefix=prefix, modality=modality)
+        return ObjectPage.model_validate_json(self._get("/search/objects", params).content)
 
     def search_all(
         self,
@@ -353,6 +382,20 @@ class AsyncCapstreamClient:
             cursor=cursor,
         )
         return SearchPage.model_validate_json((await self._get("/search", params)).content)
+
+    async def search_objects(
+        self,
+        q: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        modality: Modality | None = None,
+    ) -> ObjectPage:
+        """Whole objects ranked by their best moments, each with its summary and chapters."""
+        params = object_search_params(q, k=k, mode=mode, bucket=bucket, prefix=prefix, modality=modality)
+        return ObjectPage.model_validate_json((await self._get("/search/objects", params)).content)
 
     async def search_all(
         self,

@@ -9,6 +9,7 @@ not break a client that predates it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,13 +76,54 @@ class IndexedSegment(_Answer):
     embedding_model: str
 
 
+class Chapter(_Answer):
+    title: str
+    start_s: float
+    end_s: float
+    media_url: str | None = None  # presigned link that opens the media at the chapter's start
+
+
+class Summary(_Answer):
+    summary: str
+    chapters: list[Chapter]  # ordered, within the media's duration
+    duration_s: float
+    model: str
+    summarized_at: datetime
+
+
 class ObjectInfo(_Answer):
-    """An object's progress (as ``capstream results --json``; None if there is none) and its indexed segments."""
+    """An object's progress (as ``capstream results --json``; None if there is none), its
+    indexed segments and its summary (None until the summarize stage wrote one)."""
 
     object_id: str
     progress: dict[str, Any] | None
     progress_error: str | None = None  # the server could not read progress
     indexed: list[IndexedSegment]
+    summary: Summary | None = None
+
+
+class ObjectHit(_Answer):
+    """One object of ``/search/objects``: ranked by its best moment, with its summary."""
+
+    object_id: str
+    uri: str
+    bucket: str | None
+    key: str | None
+    collection: str | None = None
+    score: float
+    summary: str | None = None
+    chapters: list[Chapter]
+    duration_s: float | None = None
+    moments: list[Hit]  # its best moments, best first
+
+
+class ObjectPage(_Answer):
+    query: str
+    mode: Mode | None
+    truncated: bool
+    notice: str | None
+    took_ms: float
+    hits: list[ObjectHit]
 
 
 class Health(_Answer):

@@ -26,12 +26,16 @@ from workers.client.models import (
     Answer,
     AnswerMoment,
     AnswerTimings,
+    Chapter,
     Health,
     Hit,
     IndexedSegment,
     MomentText,
+    ObjectHit,
     ObjectInfo,
+    ObjectPage,
     SearchPage,
+    Summary,
 )
 
 # Client model -> the server's component schema it reads.
@@ -40,6 +44,10 @@ PAIRS: dict[type[BaseModel], str] = {
     Hit: "Hit",
     MomentText: "MomentText",
     ObjectInfo: "ObjectResponse",
+    Summary: "Summary",
+    Chapter: "LinkedChapter",
+    ObjectPage: "ObjectSearchResponse",
+    ObjectHit: "ObjectSearchHit",
     IndexedSegment: "IndexedSegment",
     Health: "Health",
     Answer: "Answer",

@@ -29,6 +29,7 @@ from schemas.embeddings import Embedding
 from schemas.events import ObjectRemoved
 from workers.access.collections import UNFILED
 from workers.index.generations import IndexGeneration, TablePointer, configured_generation
+from workers.index.objects import ObjectsTable
 from workers.index.table import (
     add_missing_columns,
     connect,
@@ -71,6 +72,10 @@ def _in_filters(column: str, values: Iterable[str]) -> list[str]:
         f"{column} IN ({', '.join(sql_literal(v) for v in items[i : i + _IN_CHUNK])})"
         for i in range(0, len(items), _IN_CHUNK)
     ]
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
 
 
 def dim_mismatch(embedding: Embedding, table_dim: int, table_name: str) -> PermanentError:
@@ -165,7 +170,7 @@ class SegmentIndex:
         self.follow()
         if self._table is None:
             self._table = open_table(self.db(), self.table_name)
-            if self._table is not None and (added := self._retry_conflicts(lambda: add_missing_columns(self._table))):
+            if self._table is not None and (added := retry_conflicts(lambda: add_missing_columns(self._table))):
                 log.info("index_columns_added", table=self.table_name, columns=added)
         return self._table
 
@@ -241,7 +246,7 @@ class SegmentIndex:
                 [to_row(e, now, self.collections.of(e.bucket, e.key) or UNFILED) for e in batch],
                 schema=table.schema,
             )
-            self._retry_conflicts(
+            retry_conflicts(
                 lambda: (
                     table.merge_insert("segment_id")
                     .when_matched_update_all()
@@ -262,7 +267,7 @@ class SegmentIndex:
         removals = self._removals_table(create=True)
         assert removals is not None
         row = {**tomb.__dict__, "removed_at": datetime.now(UTC)}
-        self._retry_conflicts(lambda: removals.add(pa.Table.from_pylist([row], schema=removals_schema())))
+        retry_conflicts(lambda: removals.add(pa.Table.from_pylist([row], schema=removals_schema())))
         table = self.table()
         if table is None:
             return 0
@@ -332,20 +337,26 @@ class SegmentIndex:
         return self._delete_objects(table, doomed)
 
     def _delete_objects(self, table: Any, object_ids: set[str]) -> int:
+        """Delete these objects' rows, and their summaries (``workers.index.objects``)."""
         deleted = 0
         for where in _in_filters("object_id", object_ids):
-            res = self._retry_conflicts(lambda w=where: table.delete(w))  # type: ignore[misc]
+            res = retry_conflicts(lambda w=where: table.delete(w))  # type: ignore[misc]
             deleted += int(getattr(res, "num_deleted_rows", 0) or 0)
+        if object_ids:
+            summaries = ObjectsTable(self.db(), self.settings)
+            for chunk in _chunks(sorted(object_ids)):
+                retry_conflicts(lambda c=chunk: summaries.delete(c))  # type: ignore[misc]
         return deleted
 
-    @staticmethod
-    def _retry_conflicts(action: Callable[[], T]) -> T:
-        for attempt in range(1, _CONFLICT_RETRIES + 1):
-            try:
-                return action()
-            except Exception as exc:
-                if attempt == _CONFLICT_RETRIES or not _CONFLICT.search(str(exc)):
-                    raise
-                log.warning("index_commit_conflict", attempt=attempt, error=str(exc)[:300])
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
+
+def retry_conflicts(action: Callable[[], T]) -> T:
+    """``action``, tried again (with backoff) while its commit conflicts with another writer's."""
+    for attempt in range(1, _CONFLICT_RETRIES + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == _CONFLICT_RETRIES or not _CONFLICT.search(str(exc)):
+                raise
+            log.warning("index_commit_conflict", attempt=attempt, error=str(exc)[:300])
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -6,7 +6,10 @@ to the routes that serve them).
   the segment, ``#t=start,end``), and whether the query was truncated.
 - ``POST /ask`` (an ``AskRequest``): server-sent events, the retrieved moments and then an
   answer that cites them (``workers.ask``).
-- ``GET /objects/{object_id}``: progress (Redis) and the object's indexed segments (table).
+- ``GET /search/objects?q=&k=&mode=&bucket=&prefix=&modality=``: whole objects ranked by their
+  best moments, each with its summary and chapters (``workers.search.objects``).
+- ``GET /objects/{object_id}``: progress (Redis), the object's indexed segments (table) and its
+  summary with chapters (links that open the media at each chapter's start).
 - ``GET /thumbnails/{segment_id}``: the segment's JPEG thumbnail.
 - ``GET /healthz`` (no key needed: status, row count, whether keys are required);
   ``GET /openapi.json``; ``GET /``: the page (a static shell that asks for a key).
@@ -23,6 +26,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -36,6 +40,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.embeddings import Modality
+from schemas.summary import Chapter, ObjectSummary
 from workers.access.api_keys import ApiKeyStore
 from workers.access.collections import s3_parts
 from workers.ask.answerer import Answerer
@@ -46,6 +51,7 @@ from workers.runtime.outbound import public_uri
 from workers.s3_client import s3_client
 from workers.search.auth import Authenticator, Authorized, Caller, is_loopback
 from workers.search.cursors import CursorGone, CursorMismatch, CursorStore, SearchCursor, fingerprint
+from workers.search.objects import ObjectHit
 from workers.search.query import Mode, SearchHit, SearchQuery
 from workers.search.searcher import Searcher
 from workers.settings import SearchSettings, comma_list
@@ -58,6 +64,15 @@ log = structlog.get_logger(__name__)
 class Hit(SearchHit):
     thumbnail_url: str
     media_url: str | None  # presigned GET of s3://bucket/key, with #t=start,end
+
+
+def as_hit(hit: SearchHit, media_url: str | None) -> Hit:
+    """A hit as a caller sees it: its source without secrets, its thumbnail and media links."""
+    return Hit(
+        **(hit.model_dump() | {"uri": public_uri(hit.uri)}),
+        thumbnail_url=f"/thumbnails/{hit.segment_id}",
+        media_url=media_url,
+    )
 
 
 class SearchResponse(BaseModel):
@@ -83,11 +98,38 @@ class IndexedSegment(BaseModel):
     embedding_model: str
 
 
+class LinkedChapter(Chapter):
+    media_url: str | None = None  # presigned GET that opens the media at the chapter's start
+
+
+class Summary(BaseModel):
+    summary: str
+    chapters: list[LinkedChapter]
+    duration_s: float
+    model: str
+    summarized_at: datetime
+
+
 class ObjectResponse(BaseModel):
     object_id: str
     progress: dict[str, Any] | None  # as `capstream results --json`; None if Redis has none
     progress_error: str | None = None  # Redis unreachable
     indexed: list[IndexedSegment]
+    summary: Summary | None = None  # None until the summarize stage wrote one
+
+
+class ObjectSearchHit(ObjectHit):
+    chapters: list[LinkedChapter]  # type: ignore[assignment]
+    moments: list[Hit]  # type: ignore[assignment]
+
+
+class ObjectSearchResponse(BaseModel):
+    query: str
+    mode: Mode | None
+    truncated: bool
+    notice: str | None
+    took_ms: float
+    hits: list[ObjectSearchHit]
 
 
 class Health(BaseModel):
@@ -142,6 +184,19 @@ class App:
                 return []  # a table from before collections: every row is the default collection's
         rows: list[dict[str, Any]] = table.search().where(where).select(columns).limit(limit).to_list()
         return rows
+
+    async def chapters(self, uri: str, chapters: list[Chapter], duration_s: float) -> list[LinkedChapter]:
+        links = await asyncio.gather(*(self.link(uri, c.start_s, c.end_s or duration_s) for c in chapters))
+        return [LinkedChapter(**c.model_dump(), media_url=url) for c, url in zip(chapters, links, strict=True)]
+
+    async def summary(self, found: ObjectSummary) -> Summary:
+        return Summary(
+            summary=found.summary,
+            chapters=await self.chapters(found.uri, found.chapters, found.duration_s),
+            duration_s=found.duration_s,
+            model=found.model,
+            summarized_at=found.summarized_at,
+        )
 
     def source_collection(self, source_uri: str) -> str | None:
         """The collection of an object that may not be indexed yet, from its source's rules."""
@@ -277,15 +332,57 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
             truncated=result.truncated,
             notice=result.notice,
             took_ms=result.took_ms,
-            hits=[
-                Hit(
-                    **(h.model_dump() | {"uri": public_uri(h.uri)}),
-                    thumbnail_url=f"/thumbnails/{h.segment_id}",
-                    media_url=link,
-                )
-                for h, link in zip(result.hits, links, strict=True)
-            ],
+            hits=[as_hit(h, link) for h, link in zip(result.hits, links, strict=True)],
             next_cursor=next_cursor,
+        )
+
+    @app.get("/search/objects", response_model=ObjectSearchResponse)
+    async def search_objects(
+        caller: Authorized,
+        q: Annotated[str, Query(description="what to look for")] = "",
+        k: Annotated[int | None, Query(ge=1, le=50)] = None,
+        mode: Mode | None = None,
+        bucket: Annotated[str | None, Query(max_length=FILTER_MAX_CHARS)] = None,
+        prefix: Annotated[str | None, Query(max_length=FILTER_MAX_CHARS)] = None,
+        modality: Modality | None = None,
+    ) -> ObjectSearchResponse:
+        """Whole objects ranked by their best moments, with summaries and chapters."""
+        if len(q) > settings.search_max_query_chars:
+            raise HTTPException(
+                status_code=422, detail=f"q is longer than {settings.search_max_query_chars} characters"
+            )
+        try:
+            query = SearchQuery(
+                q=q,
+                k=k or settings.search_k,
+                mode=mode or settings.search_mode,
+                bucket=bucket or None,
+                prefix=prefix or None,
+                modality=modality,
+                collections=caller.collections,
+            )
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=str(exc.errors()[0]["msg"])) from None
+        result = await state.searcher.search_objects(query)
+        hits = []
+        for h in result.hits:
+            links = await asyncio.gather(*(state.media_url(m) for m in h.moments))
+            moments = [as_hit(m, u) for m, u in zip(h.moments, links, strict=True)]
+            chapters = await state.chapters(h.uri, h.chapters, h.duration_s or 0.0)
+            hits.append(
+                ObjectSearchHit(
+                    **(h.model_dump(exclude={"moments", "chapters"}) | {"uri": public_uri(h.uri)}),
+                    chapters=chapters,
+                    moments=moments,
+                )
+            )
+        return ObjectSearchResponse(
+            query=result.query,
+            mode=result.mode,
+            truncated=result.truncated,
+            notice=result.notice,
+            took_ms=result.took_ms,
+            hits=hits,
         )
 
     @app.post(
@@ -353,7 +450,14 @@ def create_app(settings: SearchSettings | None = None, searcher: Searcher | None
         if progress is None and error is None and not rows:
             raise HTTPException(status_code=404, detail="no such object")
         indexed = sorted((IndexedSegment(**{c: r[c] for c in columns}) for r in rows), key=lambda s: s.segment_index)
-        return ObjectResponse(object_id=object_id, progress=progress, progress_error=error, indexed=indexed)
+        found = (await asyncio.to_thread(state.searcher.summaries, [object_id], caller.collections)).get(object_id)
+        return ObjectResponse(
+            object_id=object_id,
+            progress=progress,
+            progress_error=error,
+            indexed=indexed,
+            summary=await state.summary(found) if found is not None and rows else None,
+        )
 
     @app.get("/thumbnails/{segment_id}", response_class=Response)
     async def thumbnail(segment_id: str, caller: Authorized) -> Response:

@@ -22,9 +22,12 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
+from schemas.summary import ObjectSummary
 from workers.embed.backend import EmbedBackend, make_embed_backend
 from workers.index.generations import TablePointer
+from workers.index.objects import ObjectsTable
 from workers.index.table import connect, open_table
+from workers.search.objects import ObjectHit, group_by_object, pool_size
 from workers.search.query import Mode, SearchHit, SearchQuery, effective_mode, has_text_index, search_table
 from workers.settings import SearchSettings
 
@@ -45,6 +48,16 @@ class SearchResult(BaseModel):
     took_ms: float = 0.0
     hits: list[SearchHit]
     version: int | None = None  # the table version searched (a cursor pins it)
+
+
+class ObjectSearchResult(BaseModel):
+    query: str
+    mode: Mode | None
+    truncated: bool = False
+    query_tokens: int | None = None
+    notice: str | None = None
+    took_ms: float = 0.0
+    hits: list[ObjectHit]
 
 
 class QueryTokenizer:
@@ -253,3 +266,29 @@ class Searcher:
             took_ms=result.took_ms,
         )
         return result
+
+    async def search_objects(self, query: SearchQuery) -> ObjectSearchResult:
+        """Objects ranked by their best moments, with summaries and chapters (``workers.search.objects``)."""
+        started = time.perf_counter()
+        pool = query.model_copy(update={"k": pool_size(query.k), "per_object": 0})
+        moments = await self.search(pool)
+        hits = group_by_object(moments.hits, query.k)
+        summaries = await asyncio.to_thread(self.summaries, [h.object_id for h in hits], query.collections)
+        for h in hits:
+            if (s := summaries.get(h.object_id)) is not None:
+                h.summary, h.chapters, h.duration_s = s.summary, s.chapters, s.duration_s
+        return ObjectSearchResult(
+            query=moments.query,
+            mode=moments.mode,
+            truncated=moments.truncated,
+            query_tokens=moments.query_tokens,
+            notice=moments.notice,
+            took_ms=round((time.perf_counter() - started) * 1000, 1),
+            hits=hits,
+        )
+
+    def summaries(self, object_ids: list[str], collections: list[str] | None = None) -> dict[str, ObjectSummary]:
+        """The summaries of these objects, in ``collections`` when given (sync)."""
+        if self._db is None:
+            self._db = connect(self.settings)
+        return ObjectsTable(self._db, self.settings).get(object_ids, collections)
